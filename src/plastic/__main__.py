@@ -1,0 +1,5 @@
+"""`python -m plastic` is the `plastic` command."""
+
+from plastic.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Factorised Gaussian noisy linear layer (Fortunato et al., 2018), the exploration of Rainbow's head (paper Table 5).
+
+y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b with eps_w = f(eps_out) f(eps_in)^T, f(x) = sign(x) sqrt|x|.
+Parameters are initialised as in the paper: mu ~ U(-1/sqrt(p), 1/sqrt(p)), sigma = sigma0 / sqrt(p) (sigma0 = 0.5).
+The noise lives in buffers; `reset_noise(generator)` draws a new sample, and `noisy=False` (evaluation) uses the means.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class NoisyLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.sigma0 = sigma0
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight_sigma = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias_mu = nn.Parameter(torch.empty(out_features))
+        self.bias_sigma = nn.Parameter(torch.empty(out_features))
+        self.register_buffer("epsilon_in", torch.zeros(in_features))
+        self.register_buffer("epsilon_out", torch.zeros(out_features))
+        self.noisy = True
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.weight_mu, -bound, bound)
+        nn.init.uniform_(self.bias_mu, -bound, bound)
+        nn.init.constant_(self.weight_sigma, self.sigma0 * bound)
+        nn.init.constant_(self.bias_sigma, self.sigma0 * bound)
+
+    @staticmethod
+    def _scaled_noise(size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        x = torch.randn(size, generator=generator, device=device)
+        return x.sign() * x.abs().sqrt()
+
+    @torch.no_grad()
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        device = self.weight_mu.device
+        self.epsilon_in.copy_(self._scaled_noise(self.in_features, generator, device))
+        self.epsilon_out.copy_(self._scaled_noise(self.out_features, generator, device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.noisy:
+            return F.linear(x, self.weight_mu, self.bias_mu)
+        # Factorised noise without materialising eps_w: W x = mu_w x + eps_out * (sigma_w (eps_in * x)).
+        out = F.linear(x, self.weight_mu, self.bias_mu + self.bias_sigma * self.epsilon_out)
+        return out + F.linear(x * self.epsilon_in, self.weight_sigma) * self.epsilon_out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"

@@ -1,0 +1,9 @@
+"""Shared test set-up: one torch thread per test process (pytest-xdist runs one process per core)."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
