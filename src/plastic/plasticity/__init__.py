@@ -8,5 +8,15 @@ from plastic.plasticity.layers import (
     activation,
     crelu_widths,
 )
+from plastic.plasticity.sam import SAM, check_sam_compatible
 
-__all__ = ["CRELU_WIDTH_MODES", "LN_PLACEMENTS", "CReLU", "ConvLayerNorm", "activation", "crelu_widths"]
+__all__ = [
+    "CRELU_WIDTH_MODES",
+    "LN_PLACEMENTS",
+    "SAM",
+    "CReLU",
+    "ConvLayerNorm",
+    "activation",
+    "check_sam_compatible",
+    "crelu_widths",
+]
