@@ -8,6 +8,7 @@ from plastic.plasticity.layers import (
     activation,
     crelu_widths,
 )
+from plastic.plasticity.reset import reset_optimizer_state_, reset_parameters_, shrink_perturb_
 from plastic.plasticity.sam import SAM, check_sam_compatible
 
 __all__ = [
@@ -19,4 +20,7 @@ __all__ = [
     "activation",
     "check_sam_compatible",
     "crelu_widths",
+    "reset_optimizer_state_",
+    "reset_parameters_",
+    "shrink_perturb_",
 ]
