@@ -8,6 +8,7 @@ from plastic.plasticity.layers import (
     activation,
     crelu_widths,
 )
+from plastic.plasticity.redo import redo_, unit_scores
 from plastic.plasticity.reset import reset_optimizer_state_, reset_parameters_, shrink_perturb_
 from plastic.plasticity.sam import SAM, check_sam_compatible
 
@@ -20,7 +21,9 @@ __all__ = [
     "activation",
     "check_sam_compatible",
     "crelu_widths",
+    "redo_",
     "reset_optimizer_state_",
     "reset_parameters_",
     "shrink_perturb_",
+    "unit_scores",
 ]
