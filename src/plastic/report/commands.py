@@ -1,0 +1,283 @@
+"""`plastic report`: aggregate results the way the field does (paper §4.1; rliable), with tables and figures.
+
+Usage:
+    plastic report RUNS... [--out DIR] [--format table|json] [--reps N] [--seed S] [--confidence C]
+                           [--compare paper] [--no-figures]
+
+Inputs (RUNS, any mix):
+- directories: searched recursively for run directories written by `plastic train` / `plastic sweep`. A run counts
+  once its `result.json` exists; its final score is `eval_mean` (else the mean of `eval_returns`), grouped by
+  `method`, with `env`, `seed`, `replay_ratio`, `methods` (switches) and `wall_time_s` taken from the same file.
+  Unfinished runs (metrics.jsonl or config.json but no result.json) are skipped with a warning. Learning curves come
+  from `eval/return_mean` in metrics.jsonl (else `charts/episodic_return`); probe curves from
+  `probes/hessian_max_eigenvalue` and `probes/active_unit_fraction/all/units`.
+- `.csv` files with the header `method,env,seed,score` (raw returns; `env` as for `plastic train --env`, e.g.
+  `atari:Pong`, `dmc:cheetah-run`, `minatar:breakout`) and optional columns `step` (then each (method, env, seed)
+  is a learning curve and its final score is the row with the largest step), `replay_ratio` and `wall_time_s`.
+
+Scores: Atari runs are human-normalized, (score - random) / (human - random) with the random/human scores of paper
+Table 7 (metric basis "hns"); DMC and MinAtar returns stay raw ("raw"), as the paper aggregates raw DMC returns. One
+report covers one domain. Methods are keyed by their `method` label; when the runs mix replay ratios the key becomes
+`LABEL@rr<N>` (e.g. `plastic@rr4`) so each ratio is its own method.
+
+Aggregates per method (definitions equal rliable's): IQM (25%-trimmed mean over all runs x tasks), median and mean
+of the per-task means, optimality gap mean(max(1 - score, 0)), each with a percentile stratified-bootstrap CI
+(`--reps` resamples, default 2,000; `--seed` makes it reproducible; `--confidence`, default 0.95); the probability
+of improvement P(X > Y) for each ordered pair of methods; performance profiles. Every method must cover the same
+tasks with the same number of runs per task. With one run per task the CIs have zero width: a warning says so.
+
+Output: the aggregate table (Markdown) on stdout, or with `--format json` one JSON object:
+    {"metric_basis": "hns"|"raw", "methods": {NAME: {"iqm": {"value": x, "ci": [lo, hi]}, "median": {...},
+     "mean": {...}, "optimality_gap": {...}, "num_runs": n, "num_tasks": k}}}
+(`num_runs` is the number of runs per task.) With `--out DIR` it also writes, as a whole or not at all (built in a
+hidden sibling directory and renamed into place; `report.json` lists the contents):
+    aggregates.{json,md,csv,tex}            Table 1 style, with CIs
+    per_game.{md,csv,tex}                   Table 7 / 10 style: mean raw score per task and method
+    ablation.{md,csv,tex}                   Table 4 style (runs whose result.json lists their switches)
+    replay_ratio_scaling.{md,csv,tex}       Tables 2 / 9 style, with wall-clock hours per run
+    probability_of_improvement.{md,csv,tex}
+    scores.csv                              every run's raw and normalized score
+    figures/*.{png,pdf}                     interval estimates, performance profiles, sample efficiency,
+                                            probe curves, IQM vs compute (unless --no-figures)
+An existing DIR is replaced only if it holds an earlier report (its report.json); otherwise the command refuses.
+`--compare paper` puts the paper's published numbers (Tables 1, 2, 4, 7, 10) beside yours, labelled "(paper)".
+Errors in the input (malformed CSV, NaN scores, unknown Atari game, methods with different task sets, ...) print
+one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from plastic.errors import UserError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="aggregate runs or score CSVs: IQM/median/mean/optimality gap with bootstrap CIs, tables, figures",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUNS", help="run directories (searched recursively) "
+                        "and/or score CSV files (method,env,seed,score[,step,replay_ratio,wall_time_s])")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="write tables, figures and JSON into this directory")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="stdout: the Markdown aggregate table, or the aggregates as one JSON object")  # fmt: skip
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="CI coverage (default 0.95)")
+    parser.add_argument("--compare", choices=("paper",), default=None,
+                        help="put the paper's published numbers beside the results")  # fmt: skip
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    parser.set_defaults(func=run_report)
+
+
+def _warn(message: str) -> None:
+    print(f"plastic report: warning: {message}", file=sys.stderr)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.reps < 1:
+        raise UserError(f"--reps must be a positive number of bootstrap resamples, got {args.reps}")
+    if not 0.0 < args.confidence < 1.0:
+        raise UserError(f"--confidence must be between 0 and 1 (exclusive), got {args.confidence}")
+    if args.out is not None and args.out.exists():
+        if not args.out.is_dir():
+            raise UserError(f"--out {args.out} exists and is not a directory")
+        if any(args.out.iterdir()) and not (args.out / "report.json").is_file():
+            raise UserError(f"--out {args.out} is a non-empty directory that does not hold an earlier report; "
+                            "refusing to replace it")  # fmt: skip
+
+
+def run_report(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    from plastic.report import scores as loading
+    from plastic.report.aggregates import aggregate_estimates, probability_of_improvement_estimate
+
+    try:
+        results = loading.load_results(args.runs)
+        domain = loading.check_single_domain(results.runs)
+        groups = loading.group_by_method(results.runs)
+        tasks, matrices = loading.score_matrices(groups)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    warnings = []
+    if results.unfinished:
+        warnings.append(f"skipped {len(results.unfinished)} unfinished run(s) without result.json, e.g. "
+                        f"{results.unfinished[0]}")  # fmt: skip
+    for method, matrix in matrices.items():
+        if matrix.shape[0] == 1:
+            warnings.append(f"method {method!r} has a single run per task: its confidence intervals have zero width "
+                            "and say nothing about seed-to-seed variation")  # fmt: skip
+    if args.compare == "paper" and domain == "minatar":
+        warnings.append("the paper has no MinAtar results to compare with")
+    for message in warnings:
+        _warn(message)
+
+    metric_basis = "hns" if domain == "atari" else "raw"
+    estimates = {
+        method: aggregate_estimates(matrix, reps=args.reps, confidence=args.confidence, seed=args.seed,
+                                    description=f"bootstrap {method}")
+        for method, matrix in matrices.items()
+    }  # fmt: skip
+    summary = {
+        "metric_basis": metric_basis,
+        "methods": {
+            method: {**{name: e.as_json() for name, e in estimates[method].items()},
+                     "num_runs": int(matrices[method].shape[0]), "num_tasks": len(tasks)}
+            for method in matrices
+        },
+    }  # fmt: skip
+
+    from plastic.report.tables import aggregate_table
+
+    counts = {method: (int(matrix.shape[0]), len(tasks)) for method, matrix in matrices.items()}
+    table = aggregate_table(estimates, counts, domain, metric_basis, compare_paper=args.compare == "paper")
+    if args.out is not None:
+        improvement = {
+            (x, y): probability_of_improvement_estimate(matrices[x], matrices[y], reps=args.reps,
+                                                        confidence=args.confidence, seed=args.seed)
+            for x in matrices for y in matrices if x != y
+        }  # fmt: skip
+        _write_report(args, results, groups, tasks, matrices, estimates, improvement, summary, table, domain,
+                      metric_basis, warnings)  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(summary))
+    else:
+        print(table.to_markdown(), end="")
+    return 0
+
+
+def _write_report(args, results, groups, tasks, matrices, estimates, improvement, summary, table, domain,
+                  metric_basis, warnings) -> None:  # fmt: skip
+    """Builds the whole report in a hidden sibling directory, then renames it to `--out`."""
+    from plastic import __version__
+
+    out = args.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        staging.chmod(0o755)
+        files = _write_contents(staging, args, results, groups, tasks, matrices, estimates, improvement, summary,
+                                table, domain, metric_basis)  # fmt: skip
+        manifest = {
+            "plastic_version": __version__,
+            "inputs": [str(path) for path in args.runs],
+            "domain": domain,
+            "metric_basis": metric_basis,
+            "reps": args.reps,
+            "seed": args.seed,
+            "confidence": args.confidence,
+            "warnings": warnings,
+            "files": sorted(str(path.relative_to(staging)) for path in files),
+        }
+        (staging / "report.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            retired = out.with_name(f".{out.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            out.rename(retired)
+            staging.rename(out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_contents(directory, args, results, groups, tasks, matrices, estimates, improvement, summary, table,
+                    domain, metric_basis) -> list[Path]:  # fmt: skip
+    import csv
+
+    from plastic.report import tables
+    from plastic.report.scores import normalized_score
+
+    compare = args.compare == "paper"
+    files = table.write(directory)
+    (directory / "aggregates.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    files.append(directory / "aggregates.json")
+    built = [
+        tables.per_game_table(groups, tasks, domain, compare),
+        tables.ablation_table(groups, estimates, domain, compare),
+        tables.replay_ratio_table(groups, estimates, domain, metric_basis, compare),
+        tables.probability_of_improvement_table(improvement) if improvement else None,
+    ]
+    for extra in built:
+        if extra is not None:
+            files += extra.write(directory)
+    with open(directory / "scores.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "env", "seed", "replay_ratio", "score", f"{metric_basis}_score", "source"])
+        for method, runs in groups.items():
+            for run in runs:
+                normalized = normalized_score(run.score, run.env)
+                writer.writerow([method, run.env, run.seed, run.replay_ratio, run.score, normalized, run.source])
+    files.append(directory / "scores.csv")
+    if not args.no_figures:
+        figures_dir = directory / "figures"
+        figures_dir.mkdir()
+        files += _draw_figures(figures_dir, args, results, groups, matrices, estimates, domain, metric_basis)
+    return files
+
+
+def _draw_figures(directory, args, results, groups, matrices, estimates, domain, metric_basis) -> list[Path]:
+    from plastic.report import figures
+    from plastic.report import scores as loading
+    from plastic.report.reference import paper_compute
+
+    label = "Human-normalized score" if metric_basis == "hns" else "Return"
+    paths = figures.interval_estimates(estimates, directory, label)
+    paths += figures.performance_profiles(matrices, directory, label, reps=min(args.reps, 500), seed=args.seed)
+
+    # Learning and probe curves: from metrics.jsonl of run directories, and from `step` columns of score CSVs.
+    mixed = len({run.replay_ratio for run in results.runs}) > 1
+    returns: dict[str, dict[str, list]] = {}
+    probes: dict[str, dict[str, list]] = {"Hessian \u03bbmax": {}, "Fraction of active units": {}}
+    probe_names = {loading.HESSIAN_METRIC: "Hessian \u03bbmax", loading.ACTIVE_UNITS_METRIC: "Fraction of active units"}
+    for curve in results.csv_curves:
+        key = loading.method_key(loading.RunScore(curve.method, curve.env, curve.seed, 0.0, curve.replay_ratio), mixed)
+        values = loading.normalized_score(curve.values, curve.env)
+        returns.setdefault(key, {}).setdefault(curve.env, []).append((curve.steps, values))
+    for method, runs in groups.items():
+        for run in runs:
+            if run.run_dir is None:
+                continue
+            metrics = loading.read_metrics(run.run_dir, loading.RETURN_METRICS + tuple(probe_names))
+            curve = next((metrics[name] for name in loading.RETURN_METRICS if len(metrics.get(name, ((),))[0]) > 1),
+                         None)  # fmt: skip
+            if curve is not None:
+                steps, values = curve
+                returns.setdefault(method, {}).setdefault(run.env, []).append(
+                    (steps, loading.normalized_score(values, run.env))
+                )
+            for name, title in probe_names.items():
+                if name in metrics and len(metrics[name][0]) > 1:
+                    probes[title].setdefault(method, []).append(metrics[name])
+    complete = {
+        method: by_task
+        for method, by_task in returns.items()
+        if len(by_task) == next(iter(matrices.values())).shape[1] and len({len(r) for r in by_task.values()}) == 1
+    }
+    if complete:
+        paths += figures.sample_efficiency(complete, directory, label)
+    probes = {title: by_method for title, by_method in probes.items() if by_method}
+    if probes:
+        paths += figures.probe_curves(probes, directory)
+
+    compute = {}
+    for method, runs in groups.items():
+        times = [run.wall_time_s for run in runs if run.wall_time_s is not None]
+        if times and len(times) == len(runs):
+            compute[method] = (sum(times) / len(times) / 3600.0, estimates[method]["iqm"])
+    if compute:
+        paper_points = None
+        if args.compare == "paper" and domain == "atari":
+            paper_points = {f"{row.method} rr{row.replay_ratio}": (row.gpu_hours, row.iqm)
+                            for row in paper_compute() if row.iqm is not None and row.replay_ratio}  # fmt: skip
+        paths += figures.iqm_versus_compute(compute, directory, label, paper_points)
+    return paths
