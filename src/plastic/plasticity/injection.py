@@ -42,7 +42,9 @@ class PlasticityInjection(nn.Module):
         return self.old(*args, **kwargs) + (self.new(*args, **kwargs) - new_frozen)
 
 
-def inject_plasticity_(parent: nn.Module, child_name: str, generator: torch.Generator | None = None) -> PlasticityInjection:
+def inject_plasticity_(
+    parent: nn.Module, child_name: str, generator: torch.Generator | None = None
+) -> PlasticityInjection:
     """Replace `parent`'s submodule `child_name` (dotted path allowed) by a `PlasticityInjection` of it, in place."""
     owner_name, _, attribute = child_name.rpartition(".")
     try:

@@ -97,9 +97,12 @@ class SAM(torch.optim.Optimizer):
         scaled = []
         for group, params, grads in groups:
             scaled.append(torch._foreach_mul(grads, params) if group["adaptive"] else grads)
+        # float32 at least, so that a half-precision model's norm does not overflow.
+        wide = any(g.dtype == torch.float64 for _, _, grads in groups for g in grads)
+        dtype = torch.float64 if wide else torch.float32
         norms: list[torch.Tensor] = []
         for s in scaled:
-            norms.extend(n.to(device) for n in torch._foreach_norm(s))
+            norms.extend(n.to(device=device, dtype=dtype) for n in torch._foreach_norm(s))
         grad_norm = torch.linalg.vector_norm(torch.stack(norms))
         # A zero gradient gives no perturbation (0 * rho / tiny = 0), without a host sync or NaN.
         inverse_norm = 1.0 / grad_norm.clamp_min(torch.finfo(grad_norm.dtype).tiny)
@@ -107,12 +110,13 @@ class SAM(torch.optim.Optimizer):
             for p in params:
                 if p not in self._backup:
                     self._backup[p] = torch.empty_like(p)
-            backup = [self._backup[p] for p in params]
-            torch._foreach_copy_(backup, params)
-            # eps = rho * g / ||g||  (ASAM: rho * w^2 g / ||w g||, i.e. the scaled gradient times w once more).
-            eps = torch._foreach_mul(s, params) if group["adaptive"] else list(s)
-            eps = torch._foreach_mul(eps, inverse_norm * group["rho"])
-            torch._foreach_add_(params, eps)
+            torch._foreach_copy_([self._backup[p] for p in params], params)
+            # w <- w + eps with eps = rho * g / ||g|| (ASAM: rho * w^2 g / ||w g||, the scaled gradient times w once
+            # more). addcmul with a 0-d scale avoids both a host sync and a temporary the size of the model.
+            if group["adaptive"]:
+                torch._foreach_mul_(s, params)
+            scale = inverse_norm * group["rho"]
+            torch._foreach_addcmul_(params, s, [scale] * len(params))
             self._perturbed.extend(params)
         if zero_grad:
             self.zero_grad()
