@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from plastic.plasticity.reset import reset_optimizer_state_, reset_parameters_
 from plastic.plasticity.sam import SAM, check_sam_compatible
 
 RHO, LR = 0.3, 0.1
@@ -247,3 +248,32 @@ def test_check_sam_compatible_refuses_batchnorm_in_training_mode():
     model.eval()
     check_sam_compatible(model)
     check_sam_compatible(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)).train())
+
+
+def test_parameters_without_gradient_are_skipped_and_excluded_from_the_norm():
+    model, (x, y) = make_model(), make_data()
+    w0 = params_of(model)
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=RHO, lr=LR)
+    loss_fn(model, x, y).backward()
+    model[1].bias.grad = None
+    opt.first_step()
+    g = analytic_grads(w0, x, y)
+    norm = global_norm(g[:3])
+    for p, wi, gi in zip(list(model.parameters())[:3], w0, g):
+        torch.testing.assert_close(p.detach(), wi + RHO * gi / norm)
+    assert torch.equal(model[1].bias.detach(), w0[3])
+
+
+def test_scope_survives_a_reset_without_rebuilding_and_when_rebuilt_from_the_same_groups():
+    model, (x, y) = make_model(), make_data()
+
+    def groups():
+        return [{"params": model[0].parameters()}, {"params": model[1].parameters(), "perturb": False}]
+
+    opt = SAM(groups(), torch.optim.Adam, rho=RHO, lr=LR)
+    opt.step(closure_for(model, opt, x, y))
+    reset_parameters_(model[1], torch.Generator().manual_seed(0))  # in place: the same Parameter objects
+    reset_optimizer_state_(opt, model[1].parameters())
+    assert opt.perturbed_parameters() == list(model[0].parameters())
+    rebuilt = SAM(groups(), torch.optim.Adam, rho=RHO, lr=LR)
+    assert rebuilt.perturbed_parameters() == list(model[0].parameters())
