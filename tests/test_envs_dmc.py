@@ -177,6 +177,21 @@ def test_get_state_then_set_state_continues_exactly_even_across_an_episode_bound
     assert np.array_equal(frames, expected_frames) and np.array_equal(rewards, expected_rewards)
 
 
+def test_restore_includes_the_solver_warm_start_so_contact_tasks_resume_bit_exactly():
+    # walker's feet touch the floor: without MuJoCo's warm start (qacc_warmstart) the rewards drift by ~1e-15.
+    env = make_dmc_env("walker-run", seed=1, train=True)
+    env.reset()
+    actions = random_actions(env, 40, seed=0)
+    rollout(env, actions[:20])
+    state = env.get_state()
+    expected_frames, expected_rewards = rollout(env, actions[20:])
+    restored = make_dmc_env("walker-run", seed=5, train=True)
+    restored.reset()
+    restored.set_state(state)
+    frames, rewards = rollout(restored, actions[20:])
+    assert np.array_equal(rewards, expected_rewards) and np.array_equal(frames, expected_frames)
+
+
 def test_set_state_refuses_a_state_from_another_task():
     state = make_dmc_env("reacher-easy", seed=0, train=True).get_state()
     with pytest.raises(ValueError, match="task"):
