@@ -1,0 +1,176 @@
+"""`plastic sweep`: run a grid of `plastic train` runs locally or on a Ray cluster, then `plastic report` it.
+
+    plastic sweep --envs minatar --methods base,plastic --seeds 0-4 --replay-ratio 2,4,8 --steps 100000 \\
+        --out sweeps/minatar
+    plastic sweep --resume sweeps/minatar                   # or re-run the same command: finished trials are skipped
+    plastic sweep ... --address auto                        # on the Ray cluster this machine belongs to
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plastic.errors import UserError
+
+GRID_FLAGS = ("envs", "methods", "seeds", "replay_ratio", "steps")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a grid of training runs (envs x methods x replay ratios x seeds), locally or on Ray",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Trials run as `plastic train` run directories under OUT/runs/; OUT/sweep.json records the grid and "
+        "every trial's status; logs go to OUT/logs/. See docs/sweep.md.",
+    )
+    grid = parser.add_argument_group("the grid (all required for a new sweep)")
+    grid.add_argument("--envs", help="comma list of env groups (atari100k, dmc-medium, minatar) and env ids "
+                      "(minatar:breakout, atari:Pong, dmc:cheetah-run)")  # fmt: skip
+    grid.add_argument("--methods", help="comma list of presets, each optionally with switches: base,plastic,base+sam")
+    grid.add_argument("--seeds", help="seeds: 0-4, or 0,3,7")
+    grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8")
+    grid.add_argument("--steps", type=int, help="agent steps per run")
+    grid.add_argument("--out", type=Path, help="the sweep directory (re-running the same command resumes it)")
+    grid.add_argument("--resume", type=Path, metavar="SWEEP_DIR", help="continue the sweep in SWEEP_DIR, grid and "
+                      "training options from its sweep.json")  # fmt: skip
+    train = parser.add_argument_group("passed to every `plastic train`")
+    train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
+    train.add_argument("--eval-episodes", type=int, help="evaluation episodes at the end of each run")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field; repeatable")
+    execution = parser.add_argument_group("execution")
+    execution.add_argument("--address", help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
+                           "(default: a local Ray started here)")  # fmt: skip
+    execution.add_argument("--backend", choices=("auto", "ray", "local"), default="auto",
+                           help="ray, or local processes without Ray; auto = ray when installed (default)")  # fmt: skip
+    execution.add_argument("--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial (default 1)")
+    execution.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions share a GPU (default 0)")
+    execution.add_argument("--max-concurrent", type=int, help="cap on trials at once (default: what fits)")
+    execution.add_argument("--retries", type=int, help="extra attempts for a failed trial (default 2)")
+    execution.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    execution.add_argument("--dry-run", action="store_true", help="print the grid and what would run, run nothing")
+    execution.add_argument("--no-report", action="store_true", help="do not run `plastic report` at the end")
+    parser.set_defaults(func=run)
+
+
+def _train_args(args) -> list[str]:
+    train_args = []
+    if args.checkpoint_every is not None:
+        train_args += ["--checkpoint-every", str(args.checkpoint_every)]
+    if args.eval_episodes is not None:
+        train_args += ["--eval-episodes", str(args.eval_episodes)]
+    for assignment in args.set:
+        if "=" not in assignment:
+            raise UserError(f"--set {assignment!r}: expected KEY=VALUE")
+        train_args += ["--set", assignment]
+    return train_args
+
+
+def _new_or_existing_manifest(args):
+    """The manifest for this command: read from `--resume`, or built from the grid flags (and checked against the
+    sweep already in `--out`, if any: re-running the same command resumes it, a different grid is refused)."""
+    from plastic.sweep.grid import parse_envs, parse_int_list, parse_methods
+    from plastic.sweep.manifest import MANIFEST_NAME, Manifest
+
+    given = [f"--{flag.replace('_', '-')}" for flag in GRID_FLAGS if getattr(args, flag) is not None]
+    if args.resume is not None:
+        if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None:
+            raise UserError(f"--resume takes the grid and training options from {args.resume / MANIFEST_NAME}; "
+                            f"drop {', '.join(given) or 'the training options'}")  # fmt: skip
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise UserError("give either --out or --resume, not both")
+        return Manifest.load(args.resume)
+    missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out") if getattr(args, flag) is None]
+    if missing:
+        raise UserError(f"a new sweep needs {', '.join(missing)} (or --resume SWEEP_DIR)")
+    grid = {
+        "envs": parse_envs(args.envs),
+        "methods": parse_methods(args.methods),
+        "replay_ratios": parse_int_list(args.replay_ratio, "--replay-ratio"),
+        "seeds": parse_int_list(args.seeds, "--seeds"),
+        "steps": args.steps,
+    }
+    train_args = _train_args(args)
+    manifest = Manifest.create(args.out, grid, train_args, options={})  # validates the grid
+    if (args.out / MANIFEST_NAME).exists():
+        existing = Manifest.load(args.out)
+        if existing.grid != grid or existing.train_args != train_args:
+            raise UserError(f"{args.out} holds a sweep with another grid or training options; use another --out, "
+                            f"or `plastic sweep --resume {args.out}` to continue it")  # fmt: skip
+        return existing
+    if args.out.exists() and any(args.out.iterdir()):
+        raise UserError(f"{args.out} exists and is not a sweep (no {MANIFEST_NAME}); use another --out")
+    return manifest
+
+
+def _options(args, manifest):
+    """Execution options: the flags given now, else those the sweep last ran with, else the defaults."""
+    from plastic.sweep.runner import SweepOptions
+
+    stored = manifest.options
+    chosen = {
+        "cpus_per_trial": args.cpus_per_trial if args.cpus_per_trial is not None else stored.get("cpus_per_trial", 1.0),
+        "gpus_per_trial": args.gpus_per_trial if args.gpus_per_trial is not None else stored.get("gpus_per_trial", 0.0),
+        "retries": args.retries if args.retries is not None else stored.get("retries", 2),
+    }
+    options = SweepOptions(address=args.address, backend=args.backend, max_concurrent=args.max_concurrent,
+                           progress_every=args.progress_every, **chosen)  # fmt: skip
+    manifest.options.update(chosen)
+    return options
+
+
+def _report(directory: Path) -> None:
+    """`plastic report` on the sweep, in-process; skipped with a warning when that command is not installed."""
+    from plastic.cli import main
+
+    try:
+        import plastic.report.commands  # noqa: F401
+    except ModuleNotFoundError:
+        print("sweep: warning: `plastic report` is not available; skipped the report", file=sys.stderr)
+        return
+    try:
+        status = main(["report", str(directory), "--out", str(directory / "report")])
+    except SystemExit as exit_:
+        status = exit_.code
+    if status:
+        print(f"sweep: warning: `plastic report {directory}` exited with status {status}", file=sys.stderr)
+
+
+def run(args) -> int:
+    from plastic.sweep.runner import run_sweep, train_command
+
+    try:
+        manifest = _new_or_existing_manifest(args)
+        options = _options(args, manifest)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.dry_run:
+        return _dry_run(manifest, options, train_command)
+    try:
+        run_sweep(manifest, options)
+    except (ValueError, ConnectionError) as error:  # bad resources or address, found when the executor starts
+        raise UserError(str(error)) from None
+    counts = manifest.counts()
+    for record in manifest.trials.values():
+        if record.status == "failed":
+            print(f"sweep: failed: {record.trial.id}: {record.error}", file=sys.stderr)
+    if counts["finished"] and not args.no_report:
+        _report(manifest.directory)
+    return 1 if counts["failed"] else 0
+
+
+def _dry_run(manifest, options, command) -> int:
+    from plastic.sweep.runner import has_checkpoint, is_finished
+
+    for record in manifest.trials.values():
+        run_dir = manifest.run_dir(record.trial)
+        if is_finished(run_dir):
+            print(f"finished  {record.trial.id}")
+            continue
+        resume = has_checkpoint(run_dir)
+        arguments = command(record.trial, run_dir, resume, manifest.train_args, options)
+        print(f"{'resume' if resume else 'start':<9} {record.trial.id}: python {' '.join(arguments)}")
+    print(f"{len(manifest.trials)} trials")
+    return 0

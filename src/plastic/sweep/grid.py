@@ -1,0 +1,146 @@
+"""The grid of a sweep: env groups, flag parsing, and the expansion into trials.
+
+A sweep is the cross product envs x methods x replay ratios x seeds, as in the paper's results (26 Atari games x
+5-10 seeds x 6-12 methods x replay ratios 2/4/8). Each point is one `Trial`, which becomes one ordinary
+`plastic train` run directory under `<sweep>/runs/`.
+
+A method is a preset name (`base`, `plastic`, `plastic-dagger`, ...), optionally followed by switches to turn on
+top of it: `base+sam+crelu` runs `plastic train --preset base --methods sam,crelu`, for ablations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+# The named env groups. `plastic.envs` owns the lists; these copies are used only while it is not installed.
+_ATARI_100K_GAMES = (
+    "Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout", "ChopperCommand",
+    "CrazyClimber", "DemonAttack", "Freeway", "Frostbite", "Gopher", "Hero", "Jamesbond", "Kangaroo", "Krull",
+    "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert", "RoadRunner", "Seaquest", "UpNDown",
+)  # fmt: skip
+_MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+# The 11 DMC-M tasks (paper §4.1, after Hansen et al. 2022).
+_DMC_MEDIUM_TASKS = (
+    "acrobot-swingup", "cartpole-swingup_sparse", "cheetah-run", "finger-turn_easy", "finger-turn_hard", "hopper-hop",
+    "quadruped-run", "quadruped-walk", "reacher-easy", "reacher-hard", "walker-run",
+)  # fmt: skip
+
+ENV_DOMAINS = ("atari", "minatar", "dmc")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _prefixed(domain: str, names) -> tuple[str, ...]:
+    """Env ids `domain:name`; names that already carry a domain are kept as they are."""
+    return tuple(name if ":" in name else f"{domain}:{name}" for name in names)
+
+
+def env_groups() -> dict[str, tuple[str, ...]]:
+    """The named env groups `--envs` accepts, as env ids: `atari100k`, `dmc-medium`, `minatar`."""
+    try:
+        from plastic.envs import ATARI_100K_GAMES, MINATAR_GAMES
+    except ImportError:
+        ATARI_100K_GAMES, MINATAR_GAMES = _ATARI_100K_GAMES, _MINATAR_GAMES
+    try:
+        from plastic.envs.dmc import DMC_MEDIUM_TASKS
+    except ImportError:
+        DMC_MEDIUM_TASKS = _DMC_MEDIUM_TASKS
+    return {
+        "atari100k": _prefixed("atari", ATARI_100K_GAMES),
+        "dmc-medium": _prefixed("dmc", DMC_MEDIUM_TASKS),
+        "minatar": _prefixed("minatar", MINATAR_GAMES),
+    }
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_envs(text: str) -> list[str]:
+    """`--envs`: a comma list of group names and env ids (`minatar:breakout`), expanded and de-duplicated in order."""
+    groups = env_groups()
+    envs: list[str] = []
+    for item in _items(text):
+        if item in groups:
+            envs.extend(groups[item])
+            continue
+        domain, _, name = item.partition(":")
+        if domain not in ENV_DOMAINS or not _NAME.match(name):
+            raise ValueError(
+                f"--envs: unknown env group or env id {item!r}; groups: {', '.join(groups)}; "
+                f"env ids are DOMAIN:NAME with DOMAIN one of {', '.join(ENV_DOMAINS)} (e.g. minatar:breakout)"
+            )
+        envs.append(item)
+    return list(dict.fromkeys(envs))
+
+
+def parse_methods(text: str) -> list[str]:
+    """`--methods`: a comma list of `PRESET[+SWITCH...]`."""
+    methods = _items(text)
+    for method in methods:
+        if not all(_NAME.match(part) for part in method.split("+")):
+            raise ValueError(f"--methods: bad method {method!r}; use PRESET or PRESET+SWITCH+... (e.g. base+sam)")
+    return list(dict.fromkeys(methods))
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    """A comma list of integers and inclusive ranges: `0-4`, `2,4,8`, `0-2,7`."""
+    values: list[int] = []
+    for item in _items(text):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if match is None:
+            raise ValueError(f"{flag}: {item!r} is not an integer or a range like 0-4")
+        first, last = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        if last < first:
+            raise ValueError(f"{flag}: empty range {item!r} (write the smaller number first)")
+        values.extend(range(first, last + 1))
+    return list(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid: one `plastic train` run."""
+
+    env: str
+    method: str
+    replay_ratio: int
+    seed: int
+    steps: int
+
+    @property
+    def preset(self) -> str:
+        return self.method.split("+")[0]
+
+    @property
+    def switches(self) -> list[str]:
+        """Method switches turned on top of the preset (`plastic train --methods`)."""
+        return self.method.split("+")[1:]
+
+    @property
+    def id(self) -> str:
+        """The trial's path under `<sweep>/runs/`, unique within the sweep."""
+        return f"{self.env.replace(':', '_')}/{self.method}/rr{self.replay_ratio}/seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def expand_grid(
+    envs: list[str], methods: list[str], replay_ratios: list[int], seeds: list[int], steps: int
+) -> list[Trial]:
+    """All trials of the grid. Seeds vary slowest, so a sweep stopped part-way holds whole seeds of every setting."""
+    if steps <= 0:
+        raise ValueError(f"--steps must be positive, got {steps}")
+    if any(ratio <= 0 for ratio in replay_ratios):
+        raise ValueError(f"--replay-ratio values must be positive, got {replay_ratios}")
+    sizes = {"--envs": envs, "--methods": methods, "--replay-ratio": replay_ratios, "--seeds": seeds}
+    empty = [flag for flag, values in sizes.items() if not values]
+    if empty:
+        raise ValueError(f"empty grid: {', '.join(empty)} selects nothing")
+    return [
+        Trial(env=env, method=method, replay_ratio=ratio, seed=seed, steps=steps)
+        for seed in seeds
+        for env in envs
+        for method in methods
+        for ratio in replay_ratios
+    ]
