@@ -119,11 +119,11 @@ def test_sticky_actions_are_off_by_default_and_on_with_the_option():
 
 def test_noop_starts_are_between_0_and_30_frames_and_reproducible_per_seed():
     env = make_env("atari:Breakout", seed=0, train=False)
-    counts = [env.reset(seed=seed)[1]["episode_frame_number"] for seed in range(12)]  # ALE counts no-op frames
+    counts = [env.reset(seed=seed)[1]["episode_frame_number"] for seed in range(8)]  # ALE counts no-op frames
     assert all(0 <= count <= 30 for count in counts)
-    assert len(set(counts)) > 3  # random, not fixed
-    assert counts[:3] == [make_env("atari:Breakout", seed=seed, train=False).reset()[1]["episode_frame_number"]
-                          for seed in range(3)]
+    assert len(set(counts)) > 2  # random, not fixed
+    assert counts[:2] == [make_env("atari:Breakout", seed=seed, train=False).reset()[1]["episode_frame_number"]
+                          for seed in range(2)]
 
 
 def test_life_loss_ends_training_episodes_but_the_game_continues_and_returns_sum_over_the_game():
@@ -194,8 +194,8 @@ def test_state_restore_continues_exactly_including_no_ops_and_sticky_action_rng(
     assert_same_trace(play(restored, actions[200:]), expected)
 
 
-def test_vector_env_seeds_sub_env_i_with_seed_plus_i():
-    vector = make_vector_env("atari:Breakout", 2, seed=20)
+def test_vector_env_seeds_sub_env_i_with_seed_plus_i_in_its_subprocess():
+    vector = make_vector_env("atari:Breakout", 2, seed=20)  # asynchronous by default
     observations, _ = vector.reset()
     for index in range(2):
         single, _ = make_env("atari:Breakout", seed=20 + index, train=False).reset()

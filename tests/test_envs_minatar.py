@@ -94,7 +94,7 @@ def test_state_restore_continues_exactly_including_sticky_actions_and_spawns(gam
 
 
 def test_vector_env_seeds_sub_env_i_with_seed_plus_i_and_autoresets_on_the_next_step():
-    vector = make_vector_env("minatar:breakout", 3, seed=40)
+    vector = make_vector_env("minatar:breakout", 3, seed=40, asynchronous=False)
     observations, _ = vector.reset()
     singles = [make_env("minatar:breakout", seed=40 + index, train=False) for index in range(3)]
     for index, single in enumerate(singles):

@@ -77,15 +77,18 @@ def make_env(env_id: str, *, seed: int | None, train: bool, **options: Any) -> g
 
 
 def make_vector_env(
-    env_id: str, num_envs: int, *, seed: int, train: bool = False, asynchronous: bool = False, **options: Any
+    env_id: str, num_envs: int, *, seed: int, train: bool = False, asynchronous: bool = True, **options: Any
 ) -> gymnasium.vector.VectorEnv:
     """`num_envs` copies of `make_env(env_id)`, sub-env i seeded `seed + i`, for evaluation.
 
     Autoreset mode is NEXT_STEP (gymnasium's default): after a sub-env ends an episode, the *next* `step()` call
     resets it (ignoring that sub-env's action) and returns its first observation with reward 0 and
     terminated = truncated = False. `info["episode"]` and `info["_episode"]` (the mask) mark the sub-envs that
-    ended a whole game on this step. Synchronous by default: on this project's 2-core machines the emulator steps
-    are too short for subprocesses to pay off (see benchmarks/env_speed.py).
+    ended a whole game on this step. Asynchronous (one subprocess per sub-env) by default: evaluation leaves the
+    cores to the emulators, and on 2 cores AsyncVectorEnv ran 1.8x SyncVectorEnv's steps/s for Atari
+    (benchmarks/env_speed.py); `asynchronous=False` keeps everything in this process. ale-py's `AtariVectorEnv` is
+    not used: its stack after a reset is zero-padded rather than copies of the first frame, and its no-op draws,
+    seeding and episode info differ from `make_env`.
     """
     if int(num_envs) != num_envs or num_envs < 1:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
