@@ -108,8 +108,7 @@ class ReplayBuffer:
         self._terminated = np.zeros(self.capacity, dtype=bool)
         self._truncated = np.zeros(self.capacity, dtype=bool)
         self._obs_frame = np.zeros(self.capacity, dtype=np.int64)  # global id of the last frame of s_t
-        # Prioritized replay's p^alpha per slot (None for uniform buffers); 0 on slots that are not sampleable.
-        self.sum_tree = SumTree(self.capacity) if self.prioritized else None
+        self._tree = SumTree(self.capacity) if self.prioritized else None
         self._rng = np.random.default_rng(seed)
 
         self._frames_written = 0  # global frame counter
@@ -119,16 +118,25 @@ class ReplayBuffer:
         self._episode_open = False
         self._episode_start = 0  # first transition id of the open episode
         self._max_priority = 1.0
+        # The range the sum tree last gave mass to; adds only move counters, the tree catches up before it is read.
+        self._tree_oldest = 0
+        self._tree_ready_end = 0
 
     # ---------------------------------------------------------------- adding
     def __len__(self) -> int:
         return max(0, self._ready_end - self._oldest)
 
     @property
+    def sum_tree(self) -> SumTree | None:
+        """Prioritized replay's p^alpha per slot, 0 on slots not sampleable (None for uniform buffers)."""
+        self._flush_priorities()
+        return self._tree
+
+    @property
     def nbytes(self) -> int:
         """Bytes of storage allocated (frames, transitions, sum tree)."""
         arrays = [self._frames, self._action, self._reward, self._terminated, self._truncated, self._obs_frame]
-        return sum(a.nbytes for a in arrays) + (self.sum_tree.tree.nbytes if self.sum_tree is not None else 0)
+        return sum(a.nbytes for a in arrays) + (self._tree.tree.nbytes if self._tree is not None else 0)
 
     def start_episode(self, obs: np.ndarray) -> None:
         """Begin an episode with the observation from `env.reset()`. An episode still open is ended as truncated."""
@@ -181,7 +189,7 @@ class ReplayBuffer:
         return obs
 
     def _refresh_sampleable(self) -> None:
-        """Advance [oldest, ready_end) after a write; keep the sum tree's mass on exactly that range."""
+        """Advance the sampleable range [oldest, ready_end) after a write."""
         oldest = max(self._oldest, self._added - self.capacity)
         first_live_frame = self._frames_written - self.frame_capacity
         # obs frames grow with the id, so the dead ones are a prefix; amortised O(1) per add.
@@ -191,13 +199,24 @@ class ReplayBuffer:
             ready_end = max(self._episode_start, self._added - self.n_step + 1)
         else:
             ready_end = self._added
-        if self.sum_tree is not None:
-            dropped = np.arange(self._oldest, min(oldest, self._ready_end))
-            self.sum_tree.update(dropped % self.capacity, 0.0)
-            new = np.arange(max(self._ready_end, oldest), ready_end)
-            self.sum_tree.update(new % self.capacity, self._max_priority**self.priority_exponent)
         self._oldest = oldest
         self._ready_end = max(self._ready_end, ready_end)
+
+    def _flush_priorities(self) -> None:
+        """Give the sum tree's mass to exactly [oldest, ready_end): 0 to ids that left, max priority to new ones.
+
+        Runs before the tree is read, so a step's adds cost one vectorised update instead of one each. The max
+        priority only changes in `update_priorities`, which flushes first, so new ids get the max of their add time.
+        """
+        if self._tree is None or (self._tree_oldest, self._tree_ready_end) == (self._oldest, self._ready_end):
+            return
+        left_end = min(self._oldest, self._tree_ready_end)
+        left = np.arange(max(self._tree_oldest, left_end - self.capacity), left_end)
+        new = np.arange(max(self._tree_ready_end, self._oldest), self._ready_end)
+        # Zeros first: a new id may reuse the slot of one that left.
+        self._tree.update(left % self.capacity, 0.0)
+        self._tree.update(new % self.capacity, self._max_priority**self.priority_exponent)
+        self._tree_oldest, self._tree_ready_end = self._oldest, self._ready_end
 
     # ---------------------------------------------------------------- sampling
     def sampleable_indices(self) -> np.ndarray:
@@ -211,8 +230,9 @@ class ReplayBuffer:
             raise ValueError(f"importance_exponent must be >= 0, got {importance_exponent!r}")
         if not self.prioritized:
             return self.sample_uniform(batch_size)
-        slots = self.sum_tree.sample(batch_size, self._rng)
-        probabilities = self.sum_tree.get(slots) / self.sum_tree.total
+        tree = self.sum_tree
+        slots = tree.sample(batch_size, self._rng)
+        probabilities = tree.get(slots) / tree.total
         weights = (len(self) * probabilities) ** -float(importance_exponent)
         return self.gather(slots, (weights / weights.max()).astype(np.float32))
 
@@ -264,7 +284,7 @@ class ReplayBuffer:
 
     def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """Set priorities p >= 0 (stored as p^alpha) of sampled slots; slots no longer sampleable are skipped."""
-        if self.sum_tree is None:
+        if self._tree is None:
             raise RuntimeError("update_priorities needs a buffer built with prioritized=True")
         slots = np.asarray(indices, dtype=np.int64).reshape(-1)
         priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
@@ -273,7 +293,7 @@ class ReplayBuffer:
         if not np.all(np.isfinite(priorities)) or (priorities.size and priorities.min() < 0):
             raise ValueError("priorities must be finite and >= 0")
         valid = self._ids_of(slots) >= 0
-        self.sum_tree.update(slots[valid], priorities[valid] ** self.priority_exponent)
+        self.sum_tree.update(slots[valid], priorities[valid] ** self.priority_exponent)  # flushes first
         if priorities.size:
             self._max_priority = max(self._max_priority, float(priorities.max()))
 
@@ -297,8 +317,8 @@ class ReplayBuffer:
         state.update({name: getattr(self, name) for name in self._COUNTERS})
         state.update({name: torch.from_numpy(getattr(self, name).copy()) for name in self._ARRAYS})
         state["_frames"] = torch.from_numpy(self._frames[: min(self._frames_written, self.frame_capacity)].copy())
-        if self.sum_tree is not None:
-            state["_tree"] = torch.from_numpy(self.sum_tree.tree.copy())
+        if self._tree is not None:
+            state["_tree"] = torch.from_numpy(self.sum_tree.tree.copy())  # flushed: covers [oldest, ready_end)
         state["rng"] = self._rng.bit_generator.state
         return state
 
@@ -314,8 +334,9 @@ class ReplayBuffer:
             getattr(self, name)[:] = _to_numpy(state[name])
         frames = _to_numpy(state["_frames"])
         self._frames[: len(frames)] = frames
-        if self.sum_tree is not None:
-            self.sum_tree.tree[:] = _to_numpy(state["_tree"])
+        if self._tree is not None:
+            self._tree.tree[:] = _to_numpy(state["_tree"])
+        self._tree_oldest, self._tree_ready_end = self._oldest, self._ready_end
         self._rng.bit_generator.state = state["rng"]
 
 

@@ -46,7 +46,8 @@ class SumTree:
         nodes = indices + self.size
         self.tree[nodes] = values
         for _ in range(self.depth):
-            nodes = np.unique(nodes >> 1)
+            # Repeated parents are fine: each copy is assigned the same sum (cheaper than np.unique per level).
+            nodes >>= 1
             self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
 
     def find(self, targets: np.ndarray) -> np.ndarray:
