@@ -1,0 +1,83 @@
+"""`plastic sweep` on the command line: bad input gets a clear one-line error (exit status 2), before any work."""
+
+import socket
+import time
+
+import pytest
+
+from test_sweep import new_manifest
+
+from plastic.cli import main
+
+GRID = ["--envs", "minatar:breakout", "--methods", "base,plastic", "--seeds", "0-1", "--replay-ratio", "2",
+        "--steps", "400"]  # fmt: skip
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(["sweep", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("plastic sweep: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--envs": "atari-100k"}, "unknown env group or env id 'atari-100k'; groups: atari100k, dmc-medium, minatar"),
+        ({"--envs": "pong"}, "unknown env group or env id 'pong'"),
+        ({"--seeds": "4-0"}, "--seeds: empty range '4-0'"),
+        ({"--methods": ","}, "empty grid: --methods selects nothing"),
+        ({"--replay-ratio": "0"}, "--replay-ratio values must be positive"),
+        ({"--steps": "0"}, "--steps must be positive"),
+    ],
+)
+def test_bad_grid_is_one_line_and_creates_nothing(tmp_path, capsys, change, message):
+    argv = [*GRID, "--out", str(tmp_path / "sweep")]
+    for flag, value in change.items():
+        argv[argv.index(flag) + 1] = value
+    assert message in one_line_error(capsys, argv)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_missing_grid_flags_are_named(tmp_path, capsys):
+    err = one_line_error(capsys, ["--envs", "minatar", "--out", str(tmp_path / "s")])
+    assert "a new sweep needs --methods, --seeds, --replay-ratio, --steps (or --resume SWEEP_DIR)" in err
+
+
+def test_unreachable_address_is_one_line_and_fast(tmp_path, capsys):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    err = one_line_error(capsys, [*GRID, "--out", str(tmp_path / "s"), "--address", f"ray://127.0.0.1:{port}"])
+    assert f"cannot reach the Ray cluster at ray://127.0.0.1:{port}" in err
+    assert time.monotonic() - start < 10
+    assert "expected auto, HOST:PORT or ray://HOST:PORT" in one_line_error(
+        capsys, [*GRID, "--out", str(tmp_path / "s"), "--address", "http://head"]
+    )
+
+
+def test_an_existing_sweep_with_another_grid_is_refused(tmp_path, capsys):
+    new_manifest(tmp_path / "sweep", ["base", "plastic"], [0, 1], steps=400).save()
+    err = one_line_error(capsys, [*GRID[:-1], "500", "--out", str(tmp_path / "sweep")])
+    assert "holds a sweep with another grid" in err
+    err = one_line_error(capsys, ["--resume", str(tmp_path / "sweep"), "--seeds", "0-9"])
+    assert "drop --seeds" in err
+    assert "is not a sweep: no sweep.json" in one_line_error(capsys, ["--resume", str(tmp_path)])
+
+
+def test_too_many_cpus_per_trial_is_refused(tmp_path, capsys):
+    err = one_line_error(capsys, [*GRID, "--out", str(tmp_path / "s"), "--backend", "local", "--cpus-per-trial", "4096"])
+    assert "--cpus-per-trial 4096 exceeds this machine's" in err
+
+
+def test_dry_run_lists_the_trials_and_runs_nothing(tmp_path, capsys):
+    assert main(["sweep", *GRID, "--out", str(tmp_path / "sweep"), "--set", "lr=0.001", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "4 trials"
+    assert out[0] == (
+        f"start     minatar_breakout/base/rr2/seed0: python -m plastic train --env minatar:breakout --preset base "
+        f"--replay-ratio 2 --seed 0 --steps 400 --run-dir {tmp_path}/sweep/runs/minatar_breakout/base/rr2/seed0 "
+        f"--device cpu --threads 1 --no-progress --set lr=0.001"
+    )
+    assert not (tmp_path / "sweep").exists()
