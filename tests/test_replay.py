@@ -19,7 +19,8 @@ def run_episode(buffer, rewards, end="terminated", first_value=0):
     buffer.start_episode(scalar_frame(first_value))
     for t, reward in enumerate(rewards):
         last = t == len(rewards) - 1
-        buffer.add(t, reward, scalar_frame(first_value + t + 1), last and end == "terminated", last and end == "truncated")
+        terminated, truncated = last and end == "terminated", last and end == "truncated"
+        buffer.add(t, reward, scalar_frame(first_value + t + 1), terminated, truncated)
 
 
 def everything(buffer):
@@ -206,6 +207,19 @@ def test_overwritten_transitions_lose_their_priority():
     buffer.add(0, 0.0, scalar_frame(1), False, False)  # overwrites slot 2; not sampleable until its window completes
     assert len(buffer) == 3
     np.testing.assert_allclose(buffer.sum_tree.get([0, 1, 2, 3]), [2.0, 2.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("episode_lengths", [(1, 6), (20, 50)])
+def test_priority_mass_lies_exactly_on_the_sampleable_transitions(episode_lengths):
+    buffer = ReplayBuffer(30, (1, 2, 2), 4, n_step=3, prioritized=True, seed=0)
+    rng = np.random.default_rng(0)
+    for chunk in range(8):  # adds between reads wrap the ring, overwrite slots and drop transitions with dead frames
+        fill_random(buffer, 17, episode_lengths, seed=chunk)
+        batch = buffer.sample(4)
+        buffer.update_priorities(batch.indices, rng.random(4) + 0.5)
+        mass = buffer.sum_tree.get(np.arange(30))
+        assert set(np.flatnonzero(mass)) == set(buffer.sampleable_indices())
+        assert buffer.sum_tree.total == pytest.approx(mass.sum())
 
 
 def test_same_seed_gives_identical_samples():

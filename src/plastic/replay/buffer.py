@@ -25,9 +25,10 @@ terminated within the window (truncation bootstraps from the last observation).
 
 Prioritized replay (Schaul et al., 2016). The sum tree holds p^alpha (alpha = `priority_exponent`); new transitions
 enter with the largest priority seen so far (initially 1.0), when their n-step window completes; transitions that
-stop being sampleable get mass 0. Sampling is stratified over the total mass (Dopamine / DrQ). IS weights are
-(N P(i))^-beta with N = len(buffer), normalised by the largest weight in the batch (as Dopamine and DrQ do) so they
-only ever scale the loss down.
+stop being sampleable get mass 0. Adds only move counters; the tree catches up in one vectorised update before it is
+next read (sample, update_priorities, state_dict, the `sum_tree` property). Sampling is stratified over the total
+mass (Dopamine / DrQ). IS weights are (N P(i))^-beta with N = len(buffer), normalised by the largest weight in the
+batch (as Dopamine and DrQ do) so they only ever scale the loss down.
 
 All randomness comes from the buffer's own seeded `np.random.Generator`, which `state_dict` saves: the same seed and
 the same adds give the same samples, and save/load mid-run continues exactly as if uninterrupted.
@@ -191,9 +192,10 @@ class ReplayBuffer:
     def _refresh_sampleable(self) -> None:
         """Advance the sampleable range [oldest, ready_end) after a write."""
         oldest = max(self._oldest, self._added - self.capacity)
-        first_live_frame = self._frames_written - self.frame_capacity
+        # The oldest live frame id, shifted so it compares with the id of a stack's last frame.
+        first_live_last_frame = self._frames_written - self.frame_capacity + self.frame_stack - 1
         # obs frames grow with the id, so the dead ones are a prefix; amortised O(1) per add.
-        while oldest < self._added and self._obs_frame[oldest % self.capacity] - self.frame_stack + 1 < first_live_frame:
+        while oldest < self._added and self._obs_frame[oldest % self.capacity] < first_live_last_frame:
             oldest += 1
         if self._episode_open:
             ready_end = max(self._episode_start, self._added - self.n_step + 1)
