@@ -60,6 +60,14 @@ class ReplayBatch:
 
 
 class ReplayBuffer:
+    """n-step replay over frame-deduplicated uint8 storage, uniform or prioritized.
+
+    Usage, per env episode: `start_episode(obs)` with the observation from `env.reset()`, then after each env step
+    `add(action, reward, next_obs, terminated, truncated)`. Learners call `sample(batch_size, importance_exponent)`
+    and, when prioritized, `update_priorities(batch.indices, priorities)`; probes call `sample_uniform(batch_size)`.
+    Observations are uint8 `(frame_stack * C, H, W)`; `frame_shape` is one frame `(C, H, W)`.
+    """
+
     def __init__(
         self,
         capacity: int,
