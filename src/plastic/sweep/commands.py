@@ -158,6 +158,8 @@ def run(args) -> int:
             print(f"sweep: failed: {record.trial.id}: {record.error}", file=sys.stderr)
     if counts["finished"] and not args.no_report:
         _report(manifest.directory)
+        print(f"sweep: {counts['finished']} runs in {manifest.directory / 'runs'}, report in "
+              f"{manifest.directory / 'report'}", file=sys.stderr)  # fmt: skip
     return 1 if counts["failed"] else 0
 
 

@@ -250,11 +250,11 @@ def run_sweep(
         refresh_from_disk(manifest)
         manifest.save()
         queue = [record for record in manifest.trials.values() if record.status == "pending"]
-        progress = Progress(manifest, stream)
         if not queue:
-            progress.show()
+            Progress(manifest, stream).show()
             return manifest
         executor = executor_factory(options)
+        progress = Progress(manifest, stream)  # after the executor: Ray's start-up is not the trials' time
         print(f"sweep: {len(queue)} trials to run on {executor.description}, up to {executor.capacity} at a time "
               f"({options.cpus_per_trial:g} CPUs, {options.gpus_per_trial:g} GPUs each)", file=stream, flush=True)  # fmt: skip
         attempts_now = {record.trial.id: 0 for record in queue}  # the retry budget is per run of the command
