@@ -1,0 +1,170 @@
+"""`plastic synthetic`: the input/label adaptation experiments of §3 / App. A.2 from the command line.
+
+    plastic synthetic --scenario label --methods base,crelu,reset,plastic --seeds 30 --dataset digits --out runs/syn
+
+Writes to `--out`: `results.csv` / `results.jsonl` (one row per scenario, method, seed and phase), `summary.csv`
+(final test accuracy per method: mean and 95% CI over seeds), `improvement.png/.pdf` (Fig. 3) and
+`curves.png/.pdf`, `config.json`; with `--select` also `selection.csv` (every setting's validation score) and the
+chosen settings in `config.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from plastic.errors import UserError
+
+STRIDE_CHOICES = {"paper": (3, 3, 1), "code": (3, 1, 1)}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synthetic",
+        help="input/label adaptation experiments on CIFAR-10 or digits (paper §3)",
+        description="Train the App. A.2 CNN through phases of input adaptation (growing buffer of chunks) or label "
+        "adaptation (classes re-assigned every phase) with LN, SAM, CReLU, Reset, ReDo and their combinations.",
+    )
+    parser.add_argument("--scenario", default="input", help="input, label, or both (comma list); default input")
+    parser.add_argument(
+        "--methods", default="base,plastic",
+        help="comma list of methods: base, ln, sam, crelu, reset, redo, combinations joined with + (ln+sam), "
+        "plastic (= ln+sam+crelu+reset), or 'combinations' for all 16 of ln/sam/crelu/reset; default base,plastic",
+    )
+    parser.add_argument("--seeds", type=int, default=30, help="number of seeds (0..N-1); default 30 as in the paper")
+    parser.add_argument("--dataset", choices=("cifar10", "digits"), default="cifar10")
+    parser.add_argument("--data-dir", default="data", help="folder holding (or receiving) cifar-10-batches-py")
+    parser.add_argument("--no-download", action="store_true", help="never download CIFAR-10; fail if it is missing")
+    parser.add_argument("--phases", type=int, default=100)
+    parser.add_argument("--updates-per-phase", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--rho", type=float, default=0.1, help="SAM radius")
+    parser.add_argument("--reset-interval", type=int, default=10, help="reset (and ReDo) every N phases (chunks)")
+    parser.add_argument("--no-reset-optimizer", action="store_true", help="keep the head's momentum on a reset")
+    parser.add_argument("--redo-tau", type=float, default=0.1, help="ReDo dormancy threshold")
+    parser.add_argument("--strides", choices=tuple(STRIDE_CHOICES), default=None,
+                        help="CIFAR conv strides: paper (3,3,1, default) or code (3,1,1); digits uses (1,1,1)")
+    parser.add_argument("--label-map", choices=("permutation", "shift"), default="permutation",
+                        help="label adaptation: random permutation (paper) or cyclic shift (public code)")
+    parser.add_argument("--probe-every", type=int, default=25, help="probe λmax / active units every N phases; 0 = off")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes, one thread each (default: min(2, CPUs))")
+    parser.add_argument("--select", action="store_true",
+                        help="first sweep the paper's grid on a validation split and use the best setting per method")
+    parser.add_argument("--select-seeds", type=int, default=3, help="seeds per setting in the --select sweep")
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--out", default="runs/synthetic")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_command)
+
+
+def _load_dataset(args: argparse.Namespace):
+    from plastic.synthetic.data import load_cifar10, load_digits
+
+    if args.dataset == "digits":
+        return load_digits()
+    try:
+        return load_cifar10(args.data_dir, download=not args.no_download)
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from error
+
+
+def _configs(args: argparse.Namespace):
+    from plastic.synthetic.experiment import SCENARIOS, RunConfig, parse_methods
+
+    scenarios = list(SCENARIOS) if args.scenario == "both" else [s.strip() for s in args.scenario.split(",") if s.strip()]
+    bad = [s for s in scenarios if s not in SCENARIOS]
+    if bad or not scenarios:
+        raise UserError(f"--scenario {args.scenario!r}: allowed input, label, both")
+    if args.seeds <= 0:
+        raise UserError(f"--seeds {args.seeds}: must be >= 1")
+    if args.workers <= 0:
+        raise UserError(f"--workers {args.workers}: must be >= 1")
+    strides = None
+    if args.strides is not None:
+        if args.dataset == "digits":
+            raise UserError("--strides applies to cifar10 only (digits uses 1,1,1)")
+        strides = STRIDE_CHOICES[args.strides]
+    try:
+        methods = parse_methods(args.methods)
+        base = RunConfig(
+            lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum, rho=args.rho,
+            reset_interval=args.reset_interval, reset_optimizer=not args.no_reset_optimizer, redo_tau=args.redo_tau,
+            batch_size=args.batch_size, phases=args.phases, updates_per_phase=args.updates_per_phase,
+            strides=strides, label_map=args.label_map, probe_every=args.probe_every,
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    return [replace(base, scenario=s, method=m) for s in scenarios for m in methods]
+
+
+class _Progress:
+    def __init__(self, total: int, description: str, disable: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=description, unit="phase", disable=disable, dynamic_ncols=True)
+
+    def __call__(self, count: int) -> None:
+        self.bar.update(count)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    configs = _configs(args)
+    dataset = _load_dataset(args)
+    import torch
+
+    from plastic.synthetic.experiment import config_record, run_many
+    from plastic.synthetic.figures import plot_curves, plot_improvement
+    from plastic.synthetic.results import to_csv, write_atomic, write_results, write_summary
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": dataset.name, "seeds": args.seeds, "runs": []}
+    if args.select:
+        from plastic.synthetic.selection import grid, select
+
+        if args.select_seeds <= 0:
+            raise UserError(f"--select-seeds {args.select_seeds}: must be >= 1")
+        seeds = list(range(10_000, 10_000 + args.select_seeds))  # never the reporting seeds
+        total = sum(len(grid(c)) for c in configs) * len(seeds) * args.phases
+        progress = _Progress(total, "select", args.no_progress)
+        try:
+            configs, table = select(dataset, configs, seeds, args.validation_fraction, args.workers, progress)
+        finally:
+            progress.close()
+        write_atomic(out / "selection.csv", to_csv(table, ("scenario", "method")))
+    record["runs"] = [config_record(c) for c in configs]
+    write_atomic(out / "config.json", json.dumps(record, indent=2) + "\n")
+
+    finished: list[dict] = []
+
+    def checkpoint(rows: list[dict]) -> None:  # rewrite the tables after every finished seed
+        finished.extend(rows)
+        write_results(out, finished)
+
+    runs = [(config, seed) for config in configs for seed in range(args.seeds)]
+    progress = _Progress(len(runs) * args.phases, "synthetic", args.no_progress)
+    try:
+        rows = run_many(dataset, runs, workers=args.workers, on_phase=progress, on_run=checkpoint)
+    finally:
+        progress.close()
+    write_results(out, rows)  # in run order
+    summary = write_summary(out, rows)
+    plot_curves(rows, out)
+    if any(s["method"] == "base" for s in summary) and any(s["method"] != "base" for s in summary):
+        plot_improvement(rows, out)
+    for entry in summary:
+        print(f"{entry['scenario']:6s} {entry['method']:22s} {100 * entry['mean']:6.2f} "
+              f"[{100 * entry['ci_low']:6.2f}, {100 * entry['ci_high']:6.2f}]  n={entry['n']}")
+    print(f"wrote {out}/results.csv, summary.csv, curves.png")
+    return 0
