@@ -67,7 +67,8 @@ def test_an_existing_sweep_with_another_grid_is_refused(tmp_path, capsys):
 
 
 def test_too_many_cpus_per_trial_is_refused(tmp_path, capsys):
-    err = one_line_error(capsys, [*GRID, "--out", str(tmp_path / "s"), "--backend", "local", "--cpus-per-trial", "4096"])
+    argv = [*GRID, "--out", str(tmp_path / "s"), "--backend", "local", "--cpus-per-trial", "4096"]
+    err = one_line_error(capsys, argv)
     assert "--cpus-per-trial 4096 exceeds this machine's" in err
 
 
@@ -81,3 +82,21 @@ def test_dry_run_lists_the_trials_and_runs_nothing(tmp_path, capsys):
         f"--device cpu --threads 1 --no-progress --set lr=0.001"
     )
     assert not (tmp_path / "sweep").exists()
+
+
+def test_one_report_per_domain_when_the_grid_mixes_domains(tmp_path):
+    from plastic.sweep.commands import report_jobs
+    from plastic.sweep.manifest import Manifest
+
+    grid = {"envs": ["minatar:breakout", "atari:Pong", "minatar:asterix"], "methods": ["base"], "replay_ratios": [2],
+            "seeds": [0], "steps": 100}  # fmt: skip
+    mixed = Manifest.create(tmp_path / "mixed", grid, [], {})
+    for env in ("minatar_breakout", "atari_Pong", "minatar_asterix"):
+        (tmp_path / "mixed" / "runs" / env).mkdir(parents=True)
+    assert report_jobs(mixed) == [
+        ([tmp_path / "mixed/runs/minatar_breakout", tmp_path / "mixed/runs/minatar_asterix"],
+         tmp_path / "mixed/report/minatar"),
+        ([tmp_path / "mixed/runs/atari_Pong"], tmp_path / "mixed/report/atari"),
+    ]  # fmt: skip
+    single = new_manifest(tmp_path / "single", ["base"], [0])
+    assert report_jobs(single) == [([tmp_path / "single"], tmp_path / "single/report")]

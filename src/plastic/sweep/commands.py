@@ -121,7 +121,20 @@ def _options(args, manifest):
     return options
 
 
-def _report(directory: Path) -> None:
+def report_jobs(manifest) -> list[tuple[list[Path], Path]]:
+    """(inputs, output folder) of each `plastic report` to run: the sweep directory into `report/`, or, since one
+    report covers one domain, each domain's env folders into `report/<domain>/` when the grid mixes domains."""
+    domains: dict[str, list[Path]] = {}
+    for env in manifest.grid["envs"]:
+        folder = manifest.directory / "runs" / env.replace(":", "_")
+        if folder.is_dir():
+            domains.setdefault(env.split(":")[0], []).append(folder)
+    if len(domains) <= 1:
+        return [([manifest.directory], manifest.directory / "report")]
+    return [(folders, manifest.directory / "report" / domain) for domain, folders in domains.items()]
+
+
+def _report(manifest) -> None:
     """`plastic report` on the sweep, in-process; skipped with a warning when that command is not installed."""
     from plastic.cli import main
 
@@ -130,12 +143,16 @@ def _report(directory: Path) -> None:
     except ModuleNotFoundError:
         print("sweep: warning: `plastic report` is not available; skipped the report", file=sys.stderr)
         return
-    try:
-        status = main(["report", str(directory), "--out", str(directory / "report")])
-    except SystemExit as exit_:
-        status = exit_.code
-    if status:
-        print(f"sweep: warning: `plastic report {directory}` exited with status {status}", file=sys.stderr)
+    for inputs, output in report_jobs(manifest):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            status = main(["report", *map(str, inputs), "--out", str(output)])
+        except SystemExit as exit_:
+            status = exit_.code
+        if status:
+            print(f"sweep: warning: `plastic report` on {output.name} exited with status {status}", file=sys.stderr)
+        else:
+            print(f"sweep: report in {output}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -157,9 +174,7 @@ def run(args) -> int:
         if record.status == "failed":
             print(f"sweep: failed: {record.trial.id}: {record.error}", file=sys.stderr)
     if counts["finished"] and not args.no_report:
-        _report(manifest.directory)
-        print(f"sweep: {counts['finished']} runs in {manifest.directory / 'runs'}, report in "
-              f"{manifest.directory / 'report'}", file=sys.stderr)  # fmt: skip
+        _report(manifest)
     return 1 if counts["failed"] else 0
 
 

@@ -59,7 +59,9 @@ class SweepOptions:
         if not self.cpus_per_trial > 0:
             raise ValueError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial:g}")
         if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
-            raise ValueError(f"--gpus-per-trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial:g}")
+            raise ValueError(
+                f"--gpus-per-trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial:g}"
+            )
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError(f"--max-concurrent must be at least 1, got {self.max_concurrent}")
         if self.retries < 0:
@@ -144,7 +146,9 @@ def make_executor(options: SweepOptions):
             raise ValueError("--gpus-per-trial needs Ray, which shares out the GPUs: pip install 'plastic-rl[sweep]'")
         fit = math.floor(local_cpu_count() / options.cpus_per_trial + 1e-9)
         if fit < 1:
-            raise ValueError(f"--cpus-per-trial {options.cpus_per_trial:g} exceeds this machine's {local_cpu_count()} CPUs")
+            raise ValueError(
+                f"--cpus-per-trial {options.cpus_per_trial:g} exceeds this machine's {local_cpu_count()} CPUs"
+            )
         return LocalExecutor(min(fit, options.max_concurrent or fit))
     try:
         import ray  # noqa: F401
@@ -255,8 +259,10 @@ def run_sweep(
             return manifest
         executor = executor_factory(options)
         progress = Progress(manifest, stream)  # after the executor: Ray's start-up is not the trials' time
-        print(f"sweep: {len(queue)} trials to run on {executor.description}, up to {executor.capacity} at a time "
-              f"({options.cpus_per_trial:g} CPUs, {options.gpus_per_trial:g} GPUs each)", file=stream, flush=True)  # fmt: skip
+        print(
+            f"sweep: {len(queue)} trials to run on {executor.description}, up to {executor.capacity} at a time "
+            f"({options.cpus_per_trial:g} CPUs, {options.gpus_per_trial:g} GPUs each)", file=stream, flush=True,
+        )  # fmt: skip
         attempts_now = {record.trial.id: 0 for record in queue}  # the retry budget is per run of the command
         running: dict[str, TrialRecord] = {}
         shown_at, next_line = -math.inf, 0.0
