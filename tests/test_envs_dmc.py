@@ -12,10 +12,12 @@ import pytest
 
 pytest.importorskip("dm_control")
 
+import plastic.envs.dmc as dmc  # noqa: E402
 from plastic.envs.dmc import (  # noqa: E402
     ACTION_REPEAT,
     DMC_MEDIUM_TASKS,
     RENDERING_BACKENDS,
+    RenderingBackendError,
     default_action_repeat,
     make_dmc_env,
     parse_task,
@@ -241,3 +243,56 @@ def test_an_unusable_user_backend_gives_a_one_line_error_naming_it_and_what_to_i
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("plastic.envs.dmc.RenderingBackendError: no working MuJoCo OpenGL backend")
     assert "MUJOCO_GL set by the user: no_such_backend" in last and "libosmesa6" in last and "libegl1" in last
+
+
+@pytest.fixture
+def fresh_backend_choice(monkeypatch):
+    """As if dm_control had not been imported and no backend chosen; restores everything afterwards."""
+    monkeypatch.delitem(sys.modules, "dm_control._render", raising=False)
+    monkeypatch.setattr(dmc, "_selected_backend", None)
+    for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):
+        monkeypatch.setenv(name, "placeholder")  # so that monkeypatch restores what select_rendering_backend sets
+        monkeypatch.delenv(name)
+    tried = []
+
+    def probe(working):
+        def probe_backend(backend):
+            tried.append(backend)
+            return None if backend in working else f"{backend} is broken"
+
+        monkeypatch.setattr(dmc, "_probe_backend", probe_backend)
+        return tried
+
+    return probe
+
+
+def test_backends_are_tried_in_order_egl_osmesa_glfw_and_the_first_working_one_is_exported(fresh_backend_choice):
+    tried = fresh_backend_choice(working={"osmesa", "glfw"})
+    assert dmc.select_rendering_backend() == "osmesa"
+    assert tried == ["egl", "osmesa"]
+    assert os.environ["MUJOCO_GL"] == "osmesa" and os.environ["PYOPENGL_PLATFORM"] == "osmesa"
+    assert dmc.select_rendering_backend() == "osmesa" and tried == ["egl", "osmesa"]  # chosen once per process
+
+
+def test_no_working_backend_names_each_one_tried_and_why(fresh_backend_choice):
+    tried = fresh_backend_choice(working=set())
+    with pytest.raises(RenderingBackendError) as error:
+        dmc.select_rendering_backend()
+    assert tried == ["egl", "osmesa", "glfw"]
+    message = str(error.value)
+    assert "\n" not in message
+    assert "tried: egl (egl is broken), osmesa (osmesa is broken), glfw (glfw is broken)" in message
+    assert "apt-get install libosmesa6" in message
+
+
+def test_a_process_forked_after_its_parent_made_a_gl_context_fails_loudly_instead_of_hanging(monkeypatch):
+    make_dmc_env("cartpole-swingup", seed=0, train=True).reset()  # this process now holds a GL context
+    monkeypatch.setattr(dmc, "_gl_context_pid", os.getpid() + 1)  # as seen from a forked child
+    env = make_dmc_env("cartpole-swingup", seed=0, train=True)
+    with pytest.raises(RenderingBackendError, match="'spawn' or 'forkserver'"):
+        env.reset()
+
+
+def test_seed_none_draws_fresh_initial_states():
+    first_frames = [make_dmc_env("reacher-easy", seed=None, train=True).reset()[0] for _ in range(2)]
+    assert not np.array_equal(*first_frames)

@@ -99,6 +99,7 @@ assert physics.render(16, 16).shape == (16, 16, 3)
 """
 
 _selected_backend: str | None = None
+_gl_context_pid: int | None = None  # the process that made this module's first GL context (see DMCPixelEnv.render)
 
 
 def _last_line(text: str) -> str:
@@ -173,6 +174,11 @@ def _suite_tasks() -> dict[str, tuple[str, ...]]:
     return {domain: tuple(names) for domain, names in tasks.items()}
 
 
+def all_dmc_tasks() -> tuple[str, ...]:
+    """Every `<domain>-<task>` of `dm_control.suite` (the 11 of `DMC_MEDIUM_TASKS` are the benchmark)."""
+    return tuple(f"{domain}-{task}" for domain, tasks in _suite_tasks().items() for task in tasks)
+
+
 def parse_task(task: str) -> tuple[str, str]:
     """Splits `<domain>-<task>` and checks both against `dm_control.suite`; ValueError lists the valid names."""
     if not isinstance(task, str) or "-" not in task:
@@ -213,7 +219,7 @@ class DMCPixelEnv(gym.Env):
         self,
         task: str,
         *,
-        seed: int,
+        seed: int | None,
         train: bool,
         image_size: int = 64,
         grayscale: bool = True,
@@ -233,8 +239,8 @@ class DMCPixelEnv(gym.Env):
             "action_repeat", default_action_repeat(task) if action_repeat is None else action_repeat
         )
         self.time_limit = _check_positive_int("time_limit", time_limit)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         self.task = task
         self.train = bool(train)  # DMC has no train/eval difference in the env itself; kept for the env contract
         self.image_size = int(image_size)
@@ -246,7 +252,7 @@ class DMCPixelEnv(gym.Env):
         from dm_control import suite
 
         # The episode length is counted here (time_limit), so dm_control's own limit is switched off.
-        self._dm_env = suite.load(domain, task_name, task_kwargs={"random": int(seed), "time_limit": float("inf")})
+        self._dm_env = suite.load(domain, task_name, task_kwargs={"random": None if seed is None else int(seed), "time_limit": float("inf")})
         self._physics = self._dm_env.physics
         if not 0 <= self.camera < self._physics.model.ncam:
             raise ValueError(f"camera must be in [0, {self._physics.model.ncam}) for {task}, got {camera}")
@@ -287,6 +293,15 @@ class DMCPixelEnv(gym.Env):
         if self._camera is None:
             from dm_control.mujoco import Camera
 
+            global _gl_context_pid
+            if _gl_context_pid is not None and _gl_context_pid != os.getpid():
+                # A child forked from a process that already held a GL context hangs (egl and osmesa alike) when
+                # it makes its own; fail loudly instead.
+                raise RenderingBackendError(
+                    f"this process was forked from process {_gl_context_pid} after it had created an OpenGL "
+                    "context, and MuJoCo rendering hangs after such a fork; start workers with the 'spawn' or "
+                    "'forkserver' multiprocessing context (e.g. gymnasium AsyncVectorEnv(..., context='forkserver'))"
+                )
             try:  # the GL context is made here; turn an opaque GL failure into one line that says what to do
                 self._camera = Camera(self._physics, self.image_size, self.image_size, camera_id=self.camera)
             except Exception as error:
@@ -297,6 +312,7 @@ class DMCPixelEnv(gym.Env):
                     f"(Debian: {_DEBIAN_PACKAGES['egl']}) or MUJOCO_GL=osmesa (Debian: {_DEBIAN_PACKAGES['osmesa']}) "
                     "before dm_control is imported"
                 ) from error
+            _gl_context_pid = os.getpid()
         return self._camera.render()
 
     def _observe_frame(self) -> np.ndarray:
@@ -413,7 +429,7 @@ class DMCPixelEnv(gym.Env):
 def make_dmc_env(
     task: str,
     *,
-    seed: int,
+    seed: int | None,
     train: bool,
     image_size: int = 64,
     grayscale: bool = True,
@@ -426,7 +442,8 @@ def make_dmc_env(
     """A DMC task from pixels with the paper's protocol (Table 6: 64x64 grayscale, stack 3).
 
     task: `<domain>-<task>` as in `dm_control.suite`, e.g. `cheetah-run`, `cartpole-swingup_sparse`.
-    seed: seeds the task's initial states (`task_kwargs random=seed`); same seed + same actions = same frames.
+    seed: seeds the task's initial states (`task_kwargs random=seed`); same seed + same actions = same frames;
+        None draws fresh entropy. `reset(seed=s)` reseeds.
     train: kept for the common env contract (DMC's env is identical for training and evaluation).
     image_size: square frame side in pixels, 16..512, rendered at that size.
     grayscale: 1 luma channel (the paper) instead of RGB (the authors' public code).
