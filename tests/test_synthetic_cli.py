@@ -1,0 +1,49 @@
+"""Specifications of `plastic synthetic`: the output files and one-line errors for bad input."""
+
+import csv
+import json
+
+import pytest
+
+from plastic.cli import main
+
+
+def run_cli(tmp_path, *extra):
+    return main(["synthetic", "--dataset", "digits", "--phases", "2", "--updates-per-phase", "2", "--probe-every", "0",
+                 "--workers", "1", "--no-progress", "--out", str(tmp_path / "out"), *extra])
+
+
+def test_tiny_run_writes_results_summary_and_figures(tmp_path):
+    assert run_cli(tmp_path, "--scenario", "label", "--methods", "base,crelu,reset,plastic", "--seeds", "2",
+                   "--reset-interval", "1") == 0
+    out = tmp_path / "out"
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"scenario", "method", "seed", "phase", "test_accuracy"} <= set(rows[0])
+    assert len(rows) == 4 * 2 * 2
+    assert {r["method"] for r in rows} == {"base", "crelu", "reset", "plastic"}
+    assert len((out / "results.jsonl").read_text().splitlines()) == 16
+    with open(out / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert [s["method"] for s in summary] == ["base", "crelu", "reset", "plastic"]
+    assert all(float(s["ci_low"]) <= float(s["mean"]) <= float(s["ci_high"]) and s["n"] == "2" for s in summary)
+    for name in ("improvement.png", "improvement.pdf", "curves.png", "curves.pdf"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["runs"][0]["method"] == "base"
+    assert not list(out.glob(".*tmp"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--methods", "base,dropout"], "unknown method 'dropout'"),
+        (["--seeds", "0"], "--seeds 0: must be >= 1"),
+        (["--scenario", "reward"], "--scenario 'reward'"),
+        (["--dataset", "cifar10", "--data-dir", "{tmp}/missing", "--no-download"], "CIFAR-10 not found"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(tmp_path, capsys, flags, message):
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    assert run_cli(tmp_path, *flags) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error

@@ -1,0 +1,145 @@
+"""Specifications of the synthetic experiment loop: determinism, seed grouping, and what each method switch does."""
+
+import numpy as np
+import pytest
+import torch
+
+from plastic.plasticity import ConvLayerNorm, CReLU
+from plastic.synthetic.data import ImageDataset
+from plastic.synthetic.experiment import Method, RunConfig, _intervene, _make_optimizer, parse_methods, run_many, run_seed
+from plastic.synthetic.model import build_model, update_flops
+
+
+def tiny_dataset(n_train=64, n_test=32, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n_train + n_test)
+    images = rng.normal(size=(n_train + n_test, 1, size, size)) + labels[:, None, None, None] * 0.3
+    return ImageDataset.from_arrays("tiny", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:], 10)
+
+
+def tiny_config(**overrides):
+    base = dict(phases=3, updates_per_phase=3, batch_size=16, probe_every=0, reset_interval=1)
+    return RunConfig(**{**base, **overrides})
+
+
+def test_method_names_parse_and_print_canonically():
+    assert Method.parse("sam+ln").name == "ln+sam"
+    assert Method.parse("plastic").switches == {"ln", "sam", "crelu", "reset"}
+    assert Method.parse("base").name == "base"
+    assert [m.name for m in parse_methods("base, crelu,ln+sam,plastic,crelu")] == ["base", "crelu", "ln+sam", "plastic"]
+    assert len(parse_methods("combinations")) == 16
+    with pytest.raises(ValueError, match="unknown method 'dropout'"):
+        Method.parse("ln+dropout")
+
+
+def test_paper_model_has_app_a2_shapes_and_about_0_3_gflop_per_update():
+    model = build_model((3, 32, 32), strides=(3, 3, 1))
+    convs = [m for m in model.backbone if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 64] and [c.stride[0] for c in convs] == [3, 3, 1]
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 512), (512, 128), (128, 10)]
+    assert abs(update_flops(model) / 1e9 - 0.30) < 0.01
+    code = build_model((3, 32, 32), strides=(3, 1, 1))  # public code: 64 x 6 x 6 features, 1.30M parameters
+    assert sum(p.numel() for p in code.parameters()) == pytest.approx(1.30e6, rel=0.01)
+
+
+def test_layer_norm_and_crelu_switches_change_the_model():
+    plain = build_model((1, 8, 8))
+    assert not any(isinstance(m, (ConvLayerNorm, torch.nn.LayerNorm, CReLU)) for m in plain.modules())
+    ln = build_model((1, 8, 8), layer_norm=True)
+    assert sum(isinstance(m, ConvLayerNorm) for m in ln.modules()) == 3
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in ln.modules()) == 2
+    crelu = build_model((1, 8, 8), crelu=True)
+    assert sum(isinstance(m, CReLU) for m in crelu.modules()) == 5
+    convs = [m for m in crelu.backbone if isinstance(m, torch.nn.Conv2d)]
+    assert [c.in_channels for c in convs] == [1, 64, 128]  # CReLU doubles the next layer's inputs
+    assert crelu(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    dataset = tiny_dataset()
+    config = tiny_config(scenario="label")
+    first, again, other = (run_seed(dataset, config, s) for s in (0, 0, 1))
+    assert first == again
+    assert [r["train_loss"] for r in first] != [r["train_loss"] for r in other]
+    assert [r["phase"] for r in first] == [0, 1, 2] and all(r["method"] == "base" for r in first)
+
+
+def test_seeds_in_worker_processes_equal_seeds_one_after_another():
+    dataset = tiny_dataset()
+    runs = [(tiny_config(scenario="input", method=Method.parse("crelu")), seed) for seed in (0, 1, 2)]
+    assert run_many(dataset, runs, workers=2) == run_many(dataset, runs, workers=1)
+
+
+def test_sam_switch_uses_the_toolkit_sam_and_changes_the_run():
+    from plastic.plasticity import SAM
+
+    model = build_model((1, 8, 8))
+    assert isinstance(_make_optimizer(model, tiny_config(method=Method.parse("sam"))), SAM)
+    assert isinstance(_make_optimizer(model, tiny_config()), torch.optim.SGD)
+    dataset = tiny_dataset()
+    base = run_seed(dataset, tiny_config(), 0)
+    sam = run_seed(dataset, tiny_config(method=Method.parse("sam")), 0)
+    assert all(b["train_loss"] != s["train_loss"] for b, s in zip(base, sam))
+
+
+def _trained(config):
+    dataset = tiny_dataset()
+    model = build_model(dataset.image_shape)
+    optimizer = _make_optimizer(model, config)
+    x, y = torch.from_numpy(dataset.train_images[:16]), torch.from_numpy(dataset.train_labels[:16])
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    return model, optimizer, x
+
+
+@pytest.mark.parametrize("reset_optimizer", [True, False])
+def test_reset_redraws_the_head_only_and_optionally_its_momentum(reset_optimizer):
+    config = tiny_config(method=Method.parse("reset"), reset_optimizer=reset_optimizer)
+    model, optimizer, x = _trained(config)
+    backbone = [p.clone() for p in model.backbone.parameters()]
+    head = [p.clone() for p in model.head.parameters()]
+    _intervene(model, optimizer, config, x, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(backbone, model.backbone.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(head, model.head.parameters()))
+    head_state = [p in optimizer.state for p in model.head.parameters()]
+    assert head_state == [not reset_optimizer] * len(head_state)
+    assert all(p in optimizer.state for p in model.backbone.parameters())
+
+
+def test_base_does_not_intervene():
+    config = tiny_config()
+    model, optimizer, x = _trained(config)
+    before = [p.clone() for p in model.parameters()]
+    _intervene(model, optimizer, config, x, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_reset_schedule_changes_a_run_only_from_the_reset_phase():
+    dataset = tiny_dataset()
+    base = run_seed(dataset, tiny_config(reset_interval=2), 0)
+    reset = run_seed(dataset, tiny_config(method=Method.parse("reset"), reset_interval=2), 0)
+    assert base[:2] == [{**r, "method": "base"} for r in reset[:2]]  # phases 0 and 1 identical
+    assert base[2]["train_loss"] != reset[2]["train_loss"]  # the head was re-drawn at the start of phase 2
+
+
+def test_probes_report_lambda_max_and_active_units_without_changing_the_run():
+    dataset = tiny_dataset()
+    plain = run_seed(dataset, tiny_config(), 0)
+    probed = run_seed(dataset, tiny_config(probe_every=2, hessian_iters=3, probe_samples=32), 0)
+    assert [r["test_accuracy"] for r in plain] == [r["test_accuracy"] for r in probed]
+    assert "lambda_max" not in probed[0] and "lambda_max" in probed[1] and "lambda_max" in probed[2]  # every 2 + last
+    assert 0.0 < probed[1]["active/all/units"] <= 1.0
+
+
+def test_label_scenario_scores_against_relabelled_test_set():
+    dataset = tiny_dataset()
+    config = tiny_config(scenario="label", label_map="shift", updates_per_phase=1)
+    rows = run_seed(dataset, config, 0)
+    # label maps change each phase, so accuracy is measured against different test labels every phase
+    assert len({r["test_accuracy"] for r in rows}) > 1
+
+
+def test_input_scenario_needs_one_chunk_per_phase():
+    with pytest.raises(ValueError, match="phases=100"):
+        run_seed(tiny_dataset(n_train=50), tiny_config(phases=100), 0)
