@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
             if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
                 continue  # this part of the package is not installed/written yet
             raise
-        module.register(subparsers)
+        if hasattr(module, "register"):
+            module.register(subparsers)
     return parser
 
 

@@ -1,0 +1,254 @@
+"""DrQ(ε)-Rainbow update with the PLASTIC switches (paper §4, Algorithm 1, Table 5).
+
+One gradient update = sample a prioritized batch -> augment s and s' -> C51 double-Q n-step target from the target
+network (computed ONCE, from the clean weights) -> cross-entropy loss weighted by importance weights -> Adam (or SAM
+around Adam) with gradient-norm clipping -> priorities from the clean pass -> EMA target update.
+
+SAM done right (NOTES.md lists what the public code gets wrong): the TD target and the PER priorities come from the
+clean pass only; the perturbed pass reuses the target distribution; the perturbation scope is a property of the
+optimizer's parameter groups, which are the same tensors after a reset, so it survives resets. Noisy layers draw
+fresh noise for the perturbed pass by default (`sam.noise = "independent"`, App. B.4).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from plastic.agents.augment import augment
+from plastic.agents.distributional import project_distribution, support
+from plastic.config import TrainConfig
+from plastic.nets.rainbow import RainbowNetwork
+
+
+def make_adam(param_groups, config: TrainConfig, learning_rate: float, eps: float, device: torch.device):
+    """Adam, or SAM around Adam when `sam` is on. Groups carry `perturb` flags (the SAM scope)."""
+    kwargs = dict(lr=learning_rate, eps=eps)
+    if device.type in ("cpu", "cuda"):
+        kwargs["fused"] = True  # one kernel for all parameters (PERF_NOTES.md)
+    if config.sam.enabled:
+        from plastic.plasticity import SAM
+
+        return SAM(param_groups, torch.optim.Adam, rho=config.sam.rho, adaptive=config.sam.adaptive, **kwargs)
+    groups = [{k: v for k, v in group.items() if k != "perturb"} for group in param_groups]
+    return torch.optim.Adam(groups, **kwargs)
+
+
+class RainbowAgent:
+    def __init__(self, config: TrainConfig, obs_shape: tuple[int, ...], num_actions: int, device: torch.device):
+        self.config = config
+        self.rainbow = rainbow = config.rainbow
+        self.num_actions = num_actions
+        self.device = device
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.updates = 0
+        encoder = "minatar" if config.domain == "minatar" else "nature"
+        self.online = RainbowNetwork(
+            tuple(obs_shape), num_actions, encoder=encoder, hidden=rainbow.hidden, num_atoms=rainbow.num_atoms,
+            sigma0=rainbow.noisy_sigma0, ln_placement=config.ln.placement if config.ln.enabled else None,
+            crelu_placement=config.crelu.placement if config.crelu.enabled else None,
+            width_mode=config.crelu.width_mode,
+        )
+        # Parameters are drawn from the agent's own generator so that a seed fixes the whole run.
+        from plastic.plasticity import reset_parameters_
+
+        reset_parameters_(self.online, self.generator)
+        self.online.to(device)
+        self.target = copy.deepcopy(self.online)
+        for parameter in self.target.parameters():
+            parameter.requires_grad_(False)
+        self.atoms = support(rainbow.v_min, rainbow.v_max, rainbow.num_atoms, device)
+        self.optimizer = make_adam(self.param_groups(), config, rainbow.learning_rate, rainbow.adam_eps, device)
+        if config.sam.enabled:
+            from plastic.plasticity import check_sam_compatible
+
+            check_sam_compatible(self.online)
+        self.online.reset_noise(self.generator)
+        self.target.reset_noise(self.generator)
+
+    # ------------------------------------------------------------------ structure, for hooks
+    def param_groups(self) -> list[dict]:
+        scope = self.config.sam.scope
+        return [
+            {"params": list(self.online.backbone.parameters()), "perturb": scope in ("all", "backbone")},
+            {"params": list(self.online.head.parameters()), "perturb": scope in ("all", "head")},
+        ]
+
+    def reset_modules(self) -> list[tuple[nn.Module, nn.Module]]:
+        """What a hard reset re-draws (the head, paper §4), with its target twin."""
+        return [(self.online.head, self.target.head)]
+
+    def shrink_perturb_modules(self) -> list[tuple[nn.Module, nn.Module]]:
+        """What shrink & perturb softens at each reset (the backbone, PLASTIC†), with its target twin."""
+        return [(self.online.backbone, self.target.backbone)]
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    @property
+    def probe_model(self) -> nn.Module:
+        return self.online
+
+    @property
+    def learning_starts(self) -> int:
+        return self.rainbow.learning_starts
+
+    def replay_options(self) -> dict:
+        rainbow = self.rainbow
+        return dict(capacity=rainbow.buffer_size, n_step=rainbow.n_step, gamma=rainbow.gamma, prioritized=True,
+                    priority_exponent=rainbow.priority_exponent)
+
+    def redo(self, inputs: torch.Tensor, tau: float) -> dict[str, int]:
+        """ReDo on each head stream (both consume the backbone's features, so the backbone is left as it is)."""
+        from plastic.plasticity import redo_
+
+        with torch.no_grad():
+            features = self.online.backbone(inputs)
+        recycled = {}
+        for name in ("value", "advantage"):
+            stream = getattr(self.online.head, name)
+            for layer, count in redo_(stream, features, tau=tau, optimizer=self.optimizer,
+                                      generator=self.generator).items():
+                recycled[f"head.{name}.{layer}"] = count
+        return recycled
+
+    # ------------------------------------------------------------------ acting
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, device=self.device).float().div_(255.0)
+
+    @torch.no_grad()
+    def greedy_actions(self, obs: np.ndarray) -> np.ndarray:
+        """argmax_a E[Z(s, a)] under the target network (it acts, paper Table 5), with its current noise."""
+        probs = self.target(self._obs_tensor(obs)).exp()
+        return (probs * self.atoms).sum(-1).argmax(-1).cpu().numpy()
+
+    def act(self, obs: np.ndarray, step: int) -> int:
+        """Training action: uniform during warm-up, then the noisy target network (epsilon_train-greedy)."""
+        if step < self.rainbow.learning_starts or self.rng.random() < self.rainbow.epsilon_train:
+            return int(self.rng.integers(self.num_actions))
+        return int(self.greedy_actions(obs[None])[0])
+
+    def evaluation_policy(self, rng: np.random.Generator):
+        """Evaluation: target network with noisy layers at their means, epsilon_eval-greedy (NOTES.md)."""
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            self.target.set_noisy(False)
+            try:
+                actions = self.greedy_actions(obs)
+            finally:
+                self.target.set_noisy(True)
+            explore = rng.random(len(actions)) < self.rainbow.epsilon_eval
+            return np.where(explore, rng.integers(self.num_actions, size=len(actions)), actions)
+
+        return policy
+
+    def transform_reward(self, reward: float) -> float:
+        return float(np.sign(reward)) if self.rainbow.reward_clip else float(reward)
+
+    # ------------------------------------------------------------------ learning
+    def _batch_tensors(self, batch, augmentation: bool):
+        obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
+        if augmentation:
+            obs = augment(obs, self.rainbow.shift_pad, self.rainbow.intensity_scale, self.generator)
+            next_obs = augment(next_obs, self.rainbow.shift_pad, self.rainbow.intensity_scale, self.generator)
+        action = torch.as_tensor(batch.action, device=self.device).long()
+        reward = torch.as_tensor(batch.reward, device=self.device).float()
+        discount = torch.as_tensor(batch.discount, device=self.device).float()
+        return obs, action, reward, discount, next_obs
+
+    @torch.no_grad()
+    def target_distribution(self, next_obs: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor):
+        """Projected n-step target; double Q: the online network picks a*, the target network evaluates it."""
+        target_log_probs = self.target(next_obs)
+        chooser = self.online(next_obs) if self.rainbow.double_q else target_log_probs
+        next_action = (chooser.exp() * self.atoms).sum(-1).argmax(-1)
+        next_probs = target_log_probs.exp()[torch.arange(len(next_action), device=self.device), next_action]
+        return project_distribution(next_probs, reward, discount, self.atoms)
+
+    def _per_sample_loss(self, obs, action, target_probs) -> torch.Tensor:
+        log_probs = self.online(obs)[torch.arange(len(action), device=self.device), action]
+        return -(target_probs * log_probs).sum(-1)
+
+    def update(self, buffer, progress: float) -> dict[str, float]:
+        """One gradient update; `progress` in [0, 1] anneals the importance exponent from its start to 1."""
+        rainbow = self.rainbow
+        beta = rainbow.importance_exponent_start + (1.0 - rainbow.importance_exponent_start) * progress
+        batch = buffer.sample(rainbow.batch_size, importance_exponent=beta)
+        obs, action, reward, discount, next_obs = self._batch_tensors(batch, rainbow.augmentation)
+        weights = torch.as_tensor(batch.weights, device=self.device).float()
+
+        self.online.reset_noise(self.generator)
+        self.target.reset_noise(self.generator)
+        target_probs = self.target_distribution(next_obs, reward, discount)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_per_sample = self._per_sample_loss(obs, action, target_probs)
+        loss = (weights * loss_per_sample).mean()
+        loss.backward()
+        if self.config.sam.enabled:
+            # Algorithm 1 lines 10-17: perturb to w + rho g/|g|, take the gradient there, step from w.
+            self.optimizer.first_step(zero_grad=True)
+            if self.config.sam.noise == "independent":
+                self.online.reset_noise(self.generator)
+            perturbed_loss = (weights * self._per_sample_loss(obs, action, target_probs)).mean()
+            perturbed_loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), rainbow.max_grad_norm)
+            self.optimizer.second_step()
+        else:
+            grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), rainbow.max_grad_norm)
+            self.optimizer.step()
+        self.update_target()
+        buffer.update_priorities(batch.indices, loss_per_sample.detach().cpu().numpy())
+        self.updates += 1
+        return {"losses/td_loss": float(loss.detach()), "losses/grad_norm": float(grad_norm)}
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """target <- tau * target + (1 - tau) * online, every update (EMA / momentum target, Table 5)."""
+        online = list(self.online.parameters())
+        target = list(self.target.parameters())
+        torch._foreach_lerp_(target, online, 1.0 - self.rainbow.target_tau)
+
+    def loss_closure(self, batch):
+        """A deterministic loss of the online weights on `batch` (no augmentation, noisy layers at their means), for
+        probes such as the Hessian's top eigenvalue. Returns (closure, restore)."""
+        obs, action, reward, discount, next_obs = self._batch_tensors(batch, augmentation=False)
+        self.online.set_noisy(False)
+        self.target.set_noisy(False)
+        target_probs = self.target_distribution(next_obs, reward, discount)
+
+        def closure() -> torch.Tensor:
+            return self._per_sample_loss(obs, action, target_probs).mean()
+
+        def restore() -> None:
+            self.online.set_noisy(True)
+            self.target.set_noisy(True)
+
+        return closure, restore
+
+    def probe_inputs(self, batch) -> torch.Tensor:
+        return self._obs_tensor(batch.obs)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = state["rng"]
+        self.updates = state["updates"]

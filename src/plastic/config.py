@@ -1,0 +1,400 @@
+"""Run configuration: typed dataclasses, validated on load, with presets and `--set KEY=VALUE` overrides.
+
+A config is built in three layers, each stated once: the dataclass defaults below (the paper's Table 5 / Table 6
+values), a preset (`plastic/presets/<name>.toml`, which lists only its differences from `base`), then the user's
+`--methods` and `--set` overrides. Values that depend on the domain (SAM's rho, the reset interval, the learning
+rate on DMC) default to `None` and are resolved by `resolve()` from the env id, so that they are never configured
+twice. A wrong key or a value of the wrong type is a `ValueError` naming it; nothing is silently ignored.
+
+Switch names are the paper's methods: `ln`, `sam`, `crelu`, `reset`, `shrink_perturb`, `redo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo")
+
+
+# --------------------------------------------------------------------------------------------- method switches
+@dataclass
+class LayerNormConfig:
+    """LayerNorm (paper §3.3, App. A.3). `placement`: "all" = after every conv and FC layer (paper), "backbone" =
+    after the backbone convs only (public code)."""
+
+    enabled: bool = False
+    placement: str = "all"
+
+
+@dataclass
+class SAMConfig:
+    """Sharpness-aware minimisation (paper Algorithm 1/2, App. B.4).
+
+    rho: None = 0.1 on Atari/MinAtar, 0.01 on DMC (0.1 on quadruped). scope: "all" | "backbone" | "head" (Rainbow);
+    on DMC the per-component rhos below apply instead. noise: "independent" draws fresh noisy-layer noise for the
+    perturbed pass (paper default), "shared" reuses the clean pass's noise. adaptive: ASAM.
+    """
+
+    enabled: bool = False
+    rho: float | None = None
+    scope: str = "all"
+    noise: str = "independent"
+    adaptive: bool = False
+    critic_rho: float | None = None  # DMC: None = rho
+    actor_rho: float | None = None  # DMC: None = rho; 0 = no SAM on the actor
+    temperature_rho: float | None = None  # DMC: None = rho; 0 = no SAM on the temperature
+
+
+@dataclass
+class CReLUConfig:
+    """Concatenated ReLU (paper §3.3, App. A.3). placement: "head" (paper's parameter counts, NOTES.md) or "all";
+    width_mode: "double_input" (next layer sees 2x features, paper) or "halve_output" (public code's head)."""
+
+    enabled: bool = False
+    placement: str = "head"
+    width_mode: str = "double_input"
+
+
+@dataclass
+class ResetConfig:
+    """Periodic hard reset of the head (Nikishin et al. 2022; paper §4). interval in gradient updates: None = 40,000
+    (Atari/MinAtar) or 100,000 (DMC). target: the target head takes the same fresh draw. optimizer: whose Adam state
+    is cleared at a reset: "reset" (the re-drawn parameters), "all" (public code: optimizer rebuilt) or "none"."""
+
+    enabled: bool = False
+    interval: int | None = None
+    target: bool = True
+    optimizer: str = "reset"
+
+
+@dataclass
+class ShrinkPerturbConfig:
+    """Shrink & perturb of the backbone at every reset (Ash & Adams 2020; PLASTIC†): theta <- alpha theta +
+    (1 - alpha) phi. min_replay_ratio: only applied at replay ratios >= this (public code: 4)."""
+
+    enabled: bool = False
+    alpha: float = 0.6
+    min_replay_ratio: int = 1
+
+
+@dataclass
+class ReDoConfig:
+    """Recycling dormant units (Sokar et al. 2023), beyond the paper. Every `interval` gradient updates, units with
+    normalised activity <= tau are re-initialised, on a batch of `batch_size` states from the replay buffer."""
+
+    enabled: bool = False
+    tau: float = 0.025
+    interval: int = 1000
+    batch_size: int = 256
+
+
+# --------------------------------------------------------------------------------------------- agents
+@dataclass
+class RainbowConfig:
+    """DrQ(ε)-Rainbow, paper Table 5 (NOTES.md). Discrete-action domains (Atari, MinAtar)."""
+
+    learning_rate: float = 1e-4
+    adam_eps: float = 1.5e-5
+    batch_size: int = 32
+    gamma: float = 0.99
+    n_step: int = 10
+    num_atoms: int = 51
+    v_min: float = -10.0
+    v_max: float = 10.0
+    hidden: int | None = None  # None = 512 on Atari (Table 5), 128 on MinAtar
+    noisy_sigma0: float = 0.5
+    target_tau: float = 0.99  # target <- tau * target + (1 - tau) * online, every update
+    max_grad_norm: float = 10.0
+    priority_exponent: float = 0.5
+    importance_exponent_start: float = 0.4  # annealed linearly to 1 over training
+    buffer_size: int = 100_000
+    learning_starts: int = 2_000
+    epsilon_train: float = 0.0  # after warm-up; exploration comes from the noisy target network
+    epsilon_eval: float = 0.001
+    augmentation: bool = True
+    shift_pad: int = 4
+    intensity_scale: float = 0.05
+    reward_clip: bool = True
+    double_q: bool = True
+
+
+@dataclass
+class SACConfig:
+    """DrQ + SAC, paper Table 6. Continuous-action domains (DMC)."""
+
+    learning_rate: float | None = None  # None = 3e-4 (paper); the public code uses 1e-4
+    batch_size: int = 512
+    gamma: float = 0.99
+    hidden: int = 256
+    latent_dim: int = 50
+    target_tau: float = 0.995
+    initial_temperature: float = 0.1
+    buffer_size: int = 1_000_000
+    learning_starts: int = 5_000
+    shift_pad: int = 4
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+
+
+# --------------------------------------------------------------------------------------------- the run
+@dataclass
+class ProbeConfig:
+    """Plasticity probes during training (paper §4.1): λmax of the loss Hessian and active units, on `batch_size`
+    transitions sampled uniformly from the buffer, every `every` agent steps (0 = off)."""
+
+    every: int = 10_000
+    batch_size: int = 512
+    hessian: bool = True
+    hessian_batch_size: int = 128
+    hessian_iters: int = 20
+    dormant_tau: float = 0.025
+
+
+@dataclass
+class TrainConfig:
+    env: str = "minatar:breakout"
+    preset: str = "base"
+    seed: int = 0
+    steps: int = 100_000
+    replay_ratio: int = 2
+    device: str = "auto"
+    threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
+    # else uses a core, and two 1-thread runs beat one 2-thread run (PERF_NOTES.md)
+    compile: bool = False
+    checkpoint_every: int = 10_000
+    keep_checkpoints: int = 2
+    eval_episodes: int = 100
+    eval_envs: int = 10
+    eval_every: int = 0  # agent steps; 0 = only at the end
+    log_every: int = 1_000
+    wandb: bool = False
+    wandb_project: str = "plastic-rl"
+    ln: LayerNormConfig = field(default_factory=LayerNormConfig)
+    sam: SAMConfig = field(default_factory=SAMConfig)
+    crelu: CReLUConfig = field(default_factory=CReLUConfig)
+    reset: ResetConfig = field(default_factory=ResetConfig)
+    shrink_perturb: ShrinkPerturbConfig = field(default_factory=ShrinkPerturbConfig)
+    redo: ReDoConfig = field(default_factory=ReDoConfig)
+    rainbow: RainbowConfig = field(default_factory=RainbowConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    @property
+    def domain(self) -> str:
+        return self.env.split(":", 1)[0]
+
+    @property
+    def methods(self) -> list[str]:
+        """The method switches that are on, in the paper's order."""
+        return [name for name in METHODS if getattr(self, name).enabled]
+
+    @property
+    def method_label(self) -> str:
+        """Display name used to group runs in reports: the preset, plus any switch added on top of it."""
+        from plastic.presets import load_preset
+
+        preset_methods = {name for name in METHODS if load_preset(self.preset).get(name, {}).get("enabled")}
+        extra = [name for name in self.methods if name not in preset_methods]
+        return "+".join([self.preset, *extra])
+
+
+# --------------------------------------------------------------------------------------------- generic machinery
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert `value` (from JSON/TOML or a `--set` string) to the annotated type, or raise naming `key`."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        hint = options[0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ValueError(f"config key {key!r}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ValueError(f"config key {key!r}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = None
+                if number is not None and number.is_integer():
+                    return int(number)
+        raise ValueError(f"config key {key!r}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"config key {key!r}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"config key {key!r}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {annotation!r} for {key!r}")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def update(config: Any, values: dict[str, Any], prefix: str = "") -> None:
+    """Set nested fields from a (possibly nested) dict; unknown keys and bad values raise ValueError."""
+    fields = _fields(type(config))
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise ValueError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
+        hint = fields[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {key!r} is a section; set its fields as {key}.FIELD=VALUE")
+            update(getattr(config, name), value, prefix=f"{key}.")
+        else:
+            setattr(config, name, _coerce(value, hint, key))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["sam.rho=0.05", "steps=1000"]` -> nested dict of strings (types are coerced by `update`)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r} conflicts with another --set of {part!r}")
+        node[parts[-1]] = value.strip()
+    return nested
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    config = TrainConfig()
+    update(config, data)
+    return config
+
+
+def save(config: TrainConfig, path) -> None:
+    from plastic.training.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=False) + "\n")
+
+
+def load(path) -> TrainConfig:
+    with open(path) as handle:
+        return from_dict(json.load(handle))
+
+
+# --------------------------------------------------------------------------------------------- validation
+DOMAINS = ("atari", "minatar", "dmc")
+_CHOICES = {
+    "ln.placement": ("all", "backbone"),
+    "sam.scope": ("all", "backbone", "head"),
+    "sam.noise": ("independent", "shared"),
+    "crelu.placement": ("head", "all"),
+    "crelu.width_mode": ("double_input", "halve_output"),
+    "reset.optimizer": ("reset", "all", "none"),
+    "device": ("auto", "cpu", "cuda"),
+}
+_POSITIVE = (
+    "steps", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes", "eval_envs", "log_every",
+    "rainbow.batch_size", "rainbow.n_step", "rainbow.num_atoms", "rainbow.hidden", "rainbow.buffer_size",
+    "sac.batch_size", "sac.hidden", "sac.latent_dim", "sac.buffer_size", "redo.interval", "redo.batch_size",
+    "probe.batch_size", "probe.hessian_batch_size", "probe.hessian_iters",
+)
+_NON_NEGATIVE = ("threads", "eval_every", "probe.every", "rainbow.learning_starts", "sac.learning_starts",
+                 "rainbow.shift_pad", "sac.shift_pad", "redo.tau", "probe.dormant_tau")
+_UNIT_INTERVAL = ("rainbow.gamma", "rainbow.target_tau", "rainbow.epsilon_train", "rainbow.epsilon_eval",
+                  "sac.gamma", "sac.target_tau", "shrink_perturb.alpha", "rainbow.priority_exponent",
+                  "rainbow.importance_exponent_start")
+
+
+def _get(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part, None)
+    return config
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Validate every field and fill the domain-dependent defaults (those left at None). Returns the same object."""
+    domain, _, name = config.env.partition(":")
+    if domain not in DOMAINS or not name:
+        raise ValueError(f"env {config.env!r}: expected DOMAIN:NAME with DOMAIN one of {', '.join(DOMAINS)}"
+                         " (e.g. atari:Pong, minatar:breakout, dmc:cheetah-run)")
+    for key, allowed in _CHOICES.items():
+        if _get(config, key) not in allowed:
+            raise ValueError(f"config key {key!r} = {_get(config, key)!r}; allowed: {', '.join(allowed)}")
+    for key in _POSITIVE:
+        if _get(config, key) is not None and _get(config, key) <= 0:
+            raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be > 0")
+    for key in _NON_NEGATIVE:
+        if _get(config, key) is not None and _get(config, key) < 0:
+            raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be >= 0")
+    for key in _UNIT_INTERVAL:
+        if not 0.0 <= _get(config, key) <= 1.0:
+            raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be in [0, 1]")
+    if config.seed < 0:
+        raise ValueError(f"config key 'seed' = {config.seed} must be >= 0")
+
+    continuous = domain == "dmc"
+    if config.sam.rho is None:
+        config.sam.rho = (0.1 if "quadruped" in name else 0.01) if continuous else 0.1
+    for key in ("rho", "critic_rho", "actor_rho", "temperature_rho"):
+        value = getattr(config.sam, key)
+        if value is not None and (value < 0 or (key == "rho" and value == 0)):
+            raise ValueError(f"config key 'sam.{key}' = {value} must be > 0")
+    if config.reset.interval is None:
+        config.reset.interval = 100_000 if continuous else 40_000
+    if config.reset.interval <= 0:
+        raise ValueError(f"config key 'reset.interval' = {config.reset.interval} must be > 0")
+    if config.rainbow.hidden is None:
+        config.rainbow.hidden = 128 if domain == "minatar" else 512
+    if config.sac.learning_rate is None:
+        config.sac.learning_rate = 3e-4
+    if config.sac.learning_rate <= 0 or config.rainbow.learning_rate <= 0:
+        raise ValueError("learning rates must be > 0")
+    return config
+
+
+def build(env: str | None = None, preset: str = "base", methods: list[str] | None = None,
+          overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- preset <- `methods` switches <- `overrides`, then `resolve`. Raises ValueError naming bad input."""
+    from plastic.presets import load_preset
+
+    config = TrainConfig(preset=preset)
+    update(config, load_preset(preset))
+    if env is not None:
+        config.env = env
+    for method in methods or []:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+        getattr(config, method).enabled = True
+    update(config, overrides or {})
+    return resolve(config)

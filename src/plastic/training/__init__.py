@@ -1,0 +1,1 @@
+"""The training loop and what it needs: hooks (reset schedule, ReDo, probes), evaluation, checkpoints, logging."""

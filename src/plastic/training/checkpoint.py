@@ -1,0 +1,57 @@
+"""Checkpoints: periodic, atomic, the last K kept; the newest readable one is used on resume.
+
+A checkpoint holds everything a run needs to continue exactly (on CPU, bit for bit): networks, optimizer (SAM's
+base state), replay buffer with its sum tree and RNG, every RNG (torch generator, numpy), the env's full state,
+counters (steps, updates — the reset schedule is derived from the update count), and the logger's position.
+A truncated or corrupted newest file is detected at load time and the previous one is used, with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from plastic.training.files import atomic_write
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+FORMAT_VERSION = 1
+
+
+def checkpoint_paths(run_dir: str | Path) -> list[Path]:
+    """Checkpoint files of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int) -> Path:
+    path = Path(run_dir) / CHECKPOINT_DIR / f"step_{step:09d}.pt"
+    payload = {"format_version": FORMAT_VERSION, "step": step, **state, "complete": True}
+    atomic_write(path, lambda handle: torch.save(payload, handle))
+    for old in checkpoint_paths(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or not state.get("complete"):
+        raise ValueError(f"{path} is not a complete plastic checkpoint")
+    return state
+
+
+def load_latest_checkpoint(run_dir: str | Path) -> tuple[dict, Path] | None:
+    """The newest checkpoint that loads; unreadable newer ones are skipped with a warning. None if there is none."""
+    for path in reversed(checkpoint_paths(run_dir)):
+        try:
+            return load_checkpoint(path), path
+        except Exception as error:  # a truncated zip raises RuntimeError, a garbage file UnpicklingError, ...
+            warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); trying an older one",
+                          stacklevel=2)
+    return None

@@ -1,0 +1,197 @@
+"""`plastic train` and `plastic eval`.
+
+    plastic train --env atari:Pong --preset plastic --replay-ratio 2 --seed 0 --steps 100000 --out runs/
+    plastic train --resume runs/atari-Pong_plastic_rr2_s0
+    plastic eval runs/atari-Pong_plastic_rr2_s0 --eval-episodes 100
+
+Flag names are a contract (scripts rely on them). Any config field is reachable with `--set KEY=VALUE`
+(`--set sam.rho=0.05 --set reset.interval=20000`); `plastic train --list-config` prints every field with its value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from plastic.errors import UserError
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train an agent (DrQ(ε)-Rainbow on Atari/MinAtar, DrQ-SAC on DMC) with PLASTIC's methods",
+        description="Train one run. Writes config.json, metrics.jsonl, TensorBoard events, checkpoints and "
+                    "result.json into the run directory.")
+    train.add_argument("--env", help="env id: atari:<Game>, minatar:<game>, dmc:<domain>-<task>")
+    train.add_argument("--preset", default="base", help="base, a single method, plastic, plastic-dagger, "
+                                                        "plastic-official (see `plastic train --list-presets`)")
+    train.add_argument("--methods", default="", help="comma list of switches added on top of the preset: "
+                                                     "ln,sam,crelu,reset,shrink_perturb,redo")
+    train.add_argument("--replay-ratio", type=int, help="gradient updates per agent step (paper: 2, 4, 8)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--steps", type=int, help="agent steps (Atari-100k: 100000)")
+    train.add_argument("--out", default="runs", help="parent folder; the run directory is created inside it")
+    train.add_argument("--run-dir", help="exact run directory (must not exist or be empty)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
+    train.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (Atari: 100)")
+    train.add_argument("--threads", type=int, help="torch threads (0 = torch's default)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="set any config field, e.g. --set sam.rho=0.05 (repeatable)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to files)")
+    train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    train.add_argument("--list-config", action="store_true", help="print the resolved config and exit")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser("eval", help="re-evaluate the latest checkpoint of a run",
+                                     description="Evaluate a run's latest checkpoint; writes eval_step<N>.json.")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--eval-episodes", type=int)
+    evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    evaluate.set_defaults(func=run_eval)
+
+
+def _cli_overrides(args) -> dict:
+    from plastic.config import parse_overrides
+
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    for flag, key in (("replay_ratio", "replay_ratio"), ("seed", "seed"), ("steps", "steps"),
+                      ("device", "device"), ("checkpoint_every", "checkpoint_every"),
+                      ("eval_episodes", "eval_episodes"), ("threads", "threads")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def default_run_name(config) -> str:
+    return f"{config.env.replace(':', '-')}_{config.method_label}_rr{config.replay_ratio}_s{config.seed}"
+
+
+def _check_env(env_id: str) -> None:
+    """Fail on an unknown game before anything is created; the env module's message lists the valid ids."""
+    from plastic.envs import parse_env_id
+
+    parse_env_id(env_id)
+
+
+def run_train(args) -> int:
+    from plastic import config as config_module
+    from plastic.presets import available_presets
+
+    if args.list_presets:
+        for name in available_presets():
+            print(name)
+        return 0
+    if args.resume:
+        return _resume(args)
+    if not args.env and not args.list_config:
+        raise UserError("--env is required (e.g. --env atari:Pong or --env minatar:breakout), or --resume RUN_DIR")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        config = config_module.build(args.env, args.preset, methods, _cli_overrides(args))
+        if not args.list_config:
+            _check_env(config.env)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.list_config:
+        print(json.dumps(config_module.to_dict(config), indent=2))
+        return 0
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(config)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"run directory {run_dir} already exists and is not empty; "
+                        f"continue it with --resume {run_dir}, or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {run_dir}", flush=True)
+    return _run(config, run_dir, resume=False, progress=not args.no_progress)
+
+
+def _resume(args) -> int:
+    from plastic import config as config_module
+    from plastic.training.checkpoint import checkpoint_paths
+    from plastic.training.loop import CONFIG_FILE, RESULT_FILE
+
+    run_dir = Path(args.resume)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"--resume {run_dir}: not a run directory (no {CONFIG_FILE})")
+    if (run_dir / RESULT_FILE).exists():
+        raise UserError(f"--resume {run_dir}: the run already finished ({RESULT_FILE} exists)")
+    if not checkpoint_paths(run_dir):
+        raise UserError(f"--resume {run_dir}: no checkpoint to resume from; start it again with --run-dir")
+    if args.env or args.overrides or args.methods or args.steps is not None:
+        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--set "
+                        "cannot be combined with it")
+    try:
+        config = config_module.load(run_dir / CONFIG_FILE)
+        config_module.resolve(config)
+    except (ValueError, json.JSONDecodeError) as error:
+        raise UserError(f"--resume {run_dir}: bad {CONFIG_FILE}: {error}") from None
+    if args.device:
+        config.device = args.device
+    if args.threads is not None:
+        config.threads = args.threads
+    return _run(config, run_dir, resume=True, progress=not args.no_progress)
+
+
+def _run(config, run_dir: Path, *, resume: bool, progress: bool) -> int:
+    from plastic.training.loop import Trainer, TrainingInterrupted
+
+    try:
+        Trainer(config, run_dir, progress=progress).run(resume=resume)
+    except TrainingInterrupted as stop:
+        print(f"\n{stop}\nresume with: plastic train --resume {run_dir}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
+    except ValueError as error:
+        # Bad input discovered while building (e.g. no CUDA device, unreadable checkpoint).
+        raise UserError(str(error)) from None
+    return 0
+
+
+def run_eval(args) -> int:
+    import numpy as np
+
+    from plastic import config as config_module
+    from plastic.training.checkpoint import load_latest_checkpoint
+    from plastic.training.evaluation import evaluate
+    from plastic.training.files import atomic_write_text
+    from plastic.training.loop import CONFIG_FILE, human_normalized, make_agent, resolve_device
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    try:
+        config = config_module.resolve(config_module.load(run_dir / CONFIG_FILE))
+        loaded = load_latest_checkpoint(run_dir)
+        if loaded is None:
+            raise ValueError(f"{run_dir} has no readable checkpoint")
+        state, path = loaded
+        device = resolve_device(args.device)
+    except (ValueError, json.JSONDecodeError) as error:
+        raise UserError(str(error)) from None
+    from plastic.envs import make_env
+
+    env = make_env(config.env, seed=config.seed, train=False)
+    agent = make_agent(config, env, device)
+    env.close()
+    agent.load_state_dict(state["agent"])
+    episodes = args.eval_episodes or config.eval_episodes
+    seed = config.seed if args.seed is None else args.seed
+    rng = np.random.default_rng([seed, 1])
+    returns = evaluate(agent.evaluation_policy(rng), config.env, episodes=episodes, num_envs=config.eval_envs,
+                       seed=10_000 + seed)
+    mean = float(np.mean(returns))
+    out = {"env": config.env, "method": config.method_label, "seed": seed, "checkpoint": path.name,
+           "step": state["step"], "eval_returns": returns, "eval_mean": mean,
+           "hns": human_normalized(config.env, mean)}
+    target = run_dir / f"eval_step{state['step']}.json"
+    atomic_write_text(target, json.dumps(out, indent=2) + "\n")
+    print(f"{config.env} {config.method_label} step {state['step']:,}: eval return {mean:.2f} "
+          f"over {len(returns)} episodes -> {target}")
+    return 0

@@ -1,0 +1,292 @@
+"""The training loop (paper Algorithm 1 / 2): act, store, `replay_ratio` gradient updates per agent step, hooks.
+
+Data flows one way: config -> env + agent + replay -> this loop (hooks call the plasticity interventions and the
+probes) -> run directory (`config.json`, `metrics.jsonl`, `tb/`, `checkpoints/`, `result.json`) -> `plastic report`.
+
+Exact resume: all randomness lives in explicit, checkpointed state (the agent's torch generator and numpy RNG, the
+replay buffer's RNG, the env's full state including the emulator's RNG), so on CPU a run killed at any point and
+resumed from its last checkpoint ends identical to the same run without interruption.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plastic import __version__
+from plastic.config import TrainConfig, save as save_config
+from plastic.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from plastic.training.evaluation import evaluate
+from plastic.training.files import atomic_write_text
+from plastic.training.hooks import build_hooks
+from plastic.training.logger import RunLogger
+
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written and the run can be resumed."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+def tune_allocator() -> None:
+    """Keep glibc from mapping and zeroing the noisy layers' multi-MB temporaries on every update (PERF_NOTES.md:
+    64-69 -> 46-52 ms per update with the MKL fix). Harmless elsewhere; a no-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def make_agent(config: TrainConfig, env, device: torch.device):
+    if config.domain == "dmc":
+        from plastic.agents.sac import SACAgent
+
+        return SACAgent(config, env.observation_space.shape, env.action_space.shape[0], device)
+    from plastic.agents.rainbow import RainbowAgent
+
+    return RainbowAgent(config, env.observation_space.shape, int(env.action_space.n), device)
+
+
+def make_buffer(config: TrainConfig, env, agent):
+    from plastic.replay import ReplayBuffer
+
+    return ReplayBuffer(seed=config.seed, frame_shape=tuple(env.frame_shape), frame_stack=env.frame_stack,
+                        **agent.replay_options())
+
+
+def human_normalized(env_id: str, score: float) -> float | None:
+    if not env_id.startswith("atari:"):
+        return None
+    from plastic.report.reference import human_normalized_score
+
+    try:
+        return float(human_normalized_score(score, env_id.split(":", 1)[1]))
+    except (KeyError, ValueError):
+        return None  # a game outside the 26 with no reference scores
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, *, progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.stop_signal: int | None = None
+
+    # ------------------------------------------------------------------------------------------------- set-up
+    def _build(self):
+        from plastic.envs import make_env
+
+        config = self.config
+        tune_allocator()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)  # nothing should draw from the global RNG; this pins it if something does
+        self.device = resolve_device(config.device)
+        self.env = make_env(config.env, seed=config.seed, train=True)
+        self.agent = make_agent(config, self.env, self.device)
+        self.buffer = make_buffer(config, self.env, self.agent)
+        self.hooks = build_hooks(config)
+        self.env_steps_per_step = getattr(self.env, "action_repeat", 1) if config.domain == "dmc" else 1
+
+    def _state(self) -> dict:
+        return {
+            "agent": self.agent.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "env": self.env.get_state(),
+            "obs": self.obs,
+            "logger": self.logger.state_dict(),
+            "elapsed_s": self.elapsed(),
+            "update_time_s": self.update_time_s,
+            "recent_returns": list(self.recent_returns),
+            "episodes": self.episodes,
+        }
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    # ------------------------------------------------------------------------------------------------- run
+    def run(self, resume: bool = False) -> dict:
+        config = self.config
+        self._build()
+        self.step, self.episodes, self.update_time_s, self.elapsed_before = 0, 0, 0.0, 0.0
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        logger_state = None
+        if resume:
+            loaded = load_latest_checkpoint(self.run_dir)
+            if loaded is None:
+                raise ValueError(f"{self.run_dir} has no readable checkpoint to resume from")
+            state, path = loaded
+            self.agent.load_state_dict(state["agent"])
+            self.buffer.load_state_dict(state["buffer"])
+            self.env.set_state(state["env"])
+            self.obs = state["obs"]
+            self.step = state["step"]
+            self.episodes = state["episodes"]
+            self.update_time_s = state["update_time_s"]
+            self.elapsed_before = state["elapsed_s"]
+            self.recent_returns.extend(state["recent_returns"])
+            logger_state = state["logger"]
+            print(f"resuming {self.run_dir} from {path.name} (step {self.step:,})", flush=True)
+        else:
+            self.obs, _ = self.env.reset()
+            self.buffer.start_episode(self.obs)
+            save_config(config, self.run_dir / CONFIG_FILE)
+        self.started = time.perf_counter()
+        wandb_config = None
+        if config.wandb:
+            from plastic.config import to_dict
+
+            wandb_config = {"project": config.wandb_project, **to_dict(config)}
+        self.logger = RunLogger(self.run_dir, total_steps=config.steps, start_step=self.step, state=logger_state,
+                                progress=self.progress, wandb_config=wandb_config)
+        if not resume:
+            self._print_header()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._loop()
+            result = self._finish()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.logger.close()
+            self.env.close()
+        return result
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    def _print_header(self) -> None:
+        config = self.config
+        from plastic.nets.rainbow import count_parameters
+
+        params = count_parameters(self.agent.probe_model)
+        self.num_parameters = params
+        print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
+        print(f"env {config.env} | preset {config.preset} | methods {','.join(config.methods) or 'none'} | "
+              f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} | "
+              f"device {self.device} | threads {torch.get_num_threads()}", flush=True)
+        print(f"parameters: {params:,} ({params / 1e6:.2f}M) in the online network", flush=True)
+
+    def _loop(self) -> None:
+        config, agent, buffer, env = self.config, self.agent, self.buffer, self.env
+        learning_starts = agent.learning_starts
+        window_start, window_step, window_updates, window_update_time = time.perf_counter(), self.step, 0, 0.0
+        last_update_metrics: dict[str, float] = {}
+        while self.step < config.steps:
+            action = agent.act(self.obs, self.step)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.add(action, agent.transform_reward(reward), next_obs, terminated, truncated)
+            self.step += 1
+            metrics: dict[str, float] = {}
+            if "episode" in info:
+                self.episodes += 1
+                self.recent_returns.append(float(info["episode"]["return"]))
+                metrics["charts/episodic_return"] = float(info["episode"]["return"])
+                metrics["charts/episodic_length"] = float(info["episode"]["length"])
+            if terminated or truncated:
+                self.obs, _ = env.reset()
+                buffer.start_episode(self.obs)
+            else:
+                self.obs = next_obs
+
+            if self.step >= learning_starts:
+                started = time.perf_counter()
+                for _ in range(config.replay_ratio):
+                    last_update_metrics = agent.update(buffer, progress=self.step / config.steps)
+                    for hook in self.hooks:
+                        metrics.update(hook.after_update(agent, buffer))
+                spent = time.perf_counter() - started
+                self.update_time_s += spent
+                window_update_time += spent
+                window_updates += config.replay_ratio
+            for hook in self.hooks:
+                metrics.update(hook.after_step(agent, buffer, self.step))
+
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                now = time.perf_counter()
+                metrics["charts/SPS"] = (self.step - window_step) / max(now - window_start, 1e-9)
+                if window_updates:
+                    metrics["charts/updates_per_s"] = window_updates / max(window_update_time, 1e-9)
+                metrics.update(last_update_metrics)
+                window_start, window_step, window_updates, window_update_time = now, self.step, 0, 0.0
+            if config.eval_every and self.step % config.eval_every == 0 and self.step < config.steps:
+                returns = self._evaluate(config.eval_episodes, seed_offset=self.step)
+                metrics["eval/return_mean"] = float(np.mean(returns))
+            if metrics:
+                self.logger.log(self.step, self.elapsed(), metrics)
+            if self.step % 50 == 0 or self.step == config.steps:
+                recent = float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
+                self.logger.progress(self.step, ups=metrics.get("charts/updates_per_s", math.nan), ret=recent)
+            if self.stop_signal is not None:
+                path = save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
+                raise TrainingInterrupted(self.stop_signal, path)
+            if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
+
+    def _evaluate(self, episodes: int, seed_offset: int = 0) -> list[float]:
+        # Evaluation has its own RNG and envs, so it never changes the training run's randomness.
+        rng = np.random.default_rng([self.config.seed, 1 + seed_offset])
+        return evaluate(self.agent.evaluation_policy(rng), self.config.env, episodes=episodes,
+                        num_envs=self.config.eval_envs, seed=10_000 + self.config.seed + seed_offset)
+
+    def _finish(self) -> dict:
+        config = self.config
+        save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
+        train_time = self.elapsed()
+        eval_returns = self._evaluate(config.eval_episodes)
+        eval_mean = float(np.mean(eval_returns))
+        from plastic.nets.rainbow import count_parameters
+
+        result = {
+            "env": config.env,
+            "preset": config.preset,
+            "methods": config.methods,
+            "method": config.method_label,
+            "replay_ratio": config.replay_ratio,
+            "seed": config.seed,
+            "steps": config.steps,
+            "eval_returns": eval_returns,
+            "eval_mean": eval_mean,
+            "hns": human_normalized(config.env, eval_mean),
+            "wall_time_s": round(self.elapsed(), 3),
+            "train_time_s": round(train_time, 3),
+            "updates": self.agent.updates,
+            "updates_per_s": self.agent.updates / self.update_time_s if self.update_time_s else 0.0,
+            "env_steps_per_s": self.step * self.env_steps_per_step / train_time,
+            "num_parameters": count_parameters(self.agent.probe_model),
+            "plastic_version": __version__,
+        }
+        self.logger.log(self.step, self.elapsed(), {"eval/return_mean": eval_mean})
+        atomic_write_text(self.run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+        hns = f" | HNS {result['hns']:.3f}" if result["hns"] is not None else ""
+        print(f"\nfinished {config.env} {config.method_label} seed {config.seed}: eval return "
+              f"{eval_mean:.2f} ± {np.std(eval_returns):.2f} over {len(eval_returns)} episodes{hns} | "
+              f"{result['wall_time_s'] / 60:.1f} min | {result['updates_per_s']:.1f} updates/s | "
+              f"{result['env_steps_per_s']:.0f} env steps/s", file=sys.stdout, flush=True)
+        return result
