@@ -233,7 +233,9 @@ class DMCPixelEnv(gym.Env):
         if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {image_size}")
+            raise ValueError(
+                f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {image_size}"
+            )
         self.frame_stack = _check_positive_int("frame_stack", frame_stack)
         self.action_repeat = _check_positive_int(
             "action_repeat", default_action_repeat(task) if action_repeat is None else action_repeat
@@ -252,7 +254,8 @@ class DMCPixelEnv(gym.Env):
         from dm_control import suite
 
         # The episode length is counted here (time_limit), so dm_control's own limit is switched off.
-        self._dm_env = suite.load(domain, task_name, task_kwargs={"random": None if seed is None else int(seed), "time_limit": float("inf")})
+        task_kwargs = {"random": None if seed is None else int(seed), "time_limit": float("inf")}
+        self._dm_env = suite.load(domain, task_name, task_kwargs=task_kwargs)
         self._physics = self._dm_env.physics
         if not 0 <= self.camera < self._physics.model.ncam:
             raise ValueError(f"camera must be in [0, {self._physics.model.ncam}) for {task}, got {camera}")
