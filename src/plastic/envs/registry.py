@@ -30,10 +30,19 @@ def _make_minatar(game: str, *, seed: int | None, train: bool, **options: Any) -
     return MinAtarEnv(game, seed=seed, train=train, **options)
 
 
+def _make_dmc(task: str, *, seed: int | None, train: bool, **options: Any) -> gymnasium.Env:
+    try:
+        from plastic.envs.dmc import make_dmc_env
+    except ImportError as error:
+        raise ValueError(f"dmc:{task} needs DeepMind Control: pip install 'plastic-rl[dmc]' ({error})") from None
+    return make_dmc_env(task, seed=seed, train=train, **options)
+
+
 # Domain prefix -> factory(game, *, seed, train, **options). Register new domains here.
 ENV_FACTORIES: dict[str, Callable[..., gymnasium.Env]] = {
     "atari": _make_atari,
     "minatar": _make_minatar,
+    "dmc": _make_dmc,  # the task name is checked against dm_control.suite by make_dmc_env
 }
 
 # Domain prefix -> () -> the games it accepts. The Atari-100k 26 are the benchmark; any other ALE game also works.
