@@ -45,6 +45,17 @@ ENV_FACTORIES: dict[str, Callable[..., gymnasium.Env]] = {
     "dmc": _make_dmc,  # the task name is checked against dm_control.suite by make_dmc_env
 }
 
+def _check_dmc_task(env_id: str, task: str) -> None:
+    try:
+        from plastic.envs.dmc import parse_task
+    except ImportError as error:
+        raise ValueError(f"{env_id} needs DeepMind Control: pip install 'plastic-rl[dmc]' ({error})") from None
+    try:
+        parse_task(task)
+    except ValueError as error:
+        raise ValueError(f"unknown env id {env_id!r}: {error}") from None
+
+
 # Domain prefix -> () -> the games it accepts. The Atari-100k 26 are the benchmark; any other ALE game also works.
 VALID_GAMES: dict[str, Callable[[], tuple[str, ...]]] = {
     "atari": all_atari_games,
@@ -68,6 +79,8 @@ def parse_env_id(env_id: str) -> tuple[str, str]:
             f"unknown env id {env_id!r}: expected <domain>:<game> with domain one of {', '.join(ENV_FACTORIES)}; "
             f"valid ids: {_example_ids()}"
         )
+    if domain == "dmc":
+        _check_dmc_task(env_id, game)
     valid = VALID_GAMES[domain]() if domain in VALID_GAMES else None
     if valid is not None and game not in valid:
         raise ValueError(f"unknown env id {env_id!r}: valid ids are {_example_ids()}")
@@ -105,7 +118,9 @@ def make_vector_env(
     factories = [_EnvFactory(env_id, seed + index, train, options) for index in range(num_envs)]
     autoreset = gymnasium.vector.AutoresetMode.NEXT_STEP
     if asynchronous:
-        return gymnasium.vector.AsyncVectorEnv(factories, autoreset_mode=autoreset)
+        # A process forked after it made a GL context hangs when it renders: DMC workers start by forkserver.
+        context = "forkserver" if env_id.startswith("dmc:") else None
+        return gymnasium.vector.AsyncVectorEnv(factories, autoreset_mode=autoreset, context=context)
     return gymnasium.vector.SyncVectorEnv(factories, autoreset_mode=autoreset)
 
 
