@@ -143,3 +143,16 @@ def test_label_scenario_scores_against_relabelled_test_set():
 def test_input_scenario_needs_one_chunk_per_phase():
     with pytest.raises(ValueError, match="phases=100"):
         run_seed(tiny_dataset(n_train=50), tiny_config(phases=100), 0)
+
+
+def test_redo_recycles_dormant_units_with_the_toolkit():
+    config = tiny_config(method=Method.parse("redo"), redo_tau=0.5)  # tau 0.5: many units count as dormant
+    model, optimizer, x = _trained(config)
+    before = [p.clone() for p in model.parameters()]
+    _intervene(model, optimizer, config, x, torch.Generator().manual_seed(0))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    base = tiny_config(redo_tau=0.5)
+    model, optimizer, x = _trained(base)
+    before = [p.clone() for p in model.parameters()]
+    _intervene(model, optimizer, base, x, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

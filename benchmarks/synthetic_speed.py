@@ -1,0 +1,172 @@
+"""Speed of the synthetic experiments' training update (App. A.2 CNN, batch 128) on this CPU, in one run.
+
+Ways to train many seeds, each measured here:
+  sequential   one seed after another, eager, channels_last, 1 thread (what `run_seed` does)
+  vmap-S       S seeds stacked with torch.func (functional_call + vmap + grad), 1 thread
+  threads-2    one seed, 2 threads
+  processes-2  two 1-thread processes, each training its own seed (what `--workers 2` does)
+plus the peaks of the same run: a 2048^3 sgemm and a large channels_last conv, 1 thread.
+
+Prints updates/s, GFLOP/s (per core used) and % of the same-run peak for each way, and the projected wall time of a
+30-seed x 50,000-update run of one method on both cores with the fastest way.
+
+    python benchmarks/synthetic_speed.py [--strides paper|code] [--updates 100] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+STRIDES = {"paper": (3, 3, 1), "code": (3, 1, 1)}
+BATCH = 128
+
+
+def _model(strides):
+    from plastic.synthetic.model import build_model
+
+    return build_model((3, 32, 32), 10, strides)
+
+
+def _batches(seed=0, count=8):
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(BATCH, 3, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last),
+         torch.randint(10, (BATCH,), generator=generator))
+        for _ in range(count)
+    ]
+
+
+def time_sequential(strides, updates, threads=1, seed=0) -> float:
+    """Seconds per update of one seed (the experiment's own `_train_step`)."""
+    from plastic.synthetic.experiment import _train_step
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = _model(strides)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True)
+    batches = _batches(seed)
+    for i in range(10):
+        _train_step(model, optimizer, *batches[i % len(batches)], sam=False)
+    start = time.perf_counter()
+    for i in range(updates):
+        _train_step(model, optimizer, *batches[i % len(batches)], sam=False)
+    return (time.perf_counter() - start) / updates
+
+
+def time_vmap(strides, updates, seeds) -> float:
+    """Seconds per update per seed with `seeds` models stacked and trained by one vmapped SGD step."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    torch.set_num_threads(1)
+    models = [_model(strides) for _ in range(seeds)]
+    params, buffers = stack_module_state(models)
+    template = models[0]
+    momentum = {k: torch.zeros_like(v) for k, v in params.items()}
+
+    def loss(p, b, x, y):
+        return F.cross_entropy(functional_call(template, (p, b), (x,)), y)
+
+    step_grad = vmap(grad(loss), in_dims=(0, 0, 0, 0))
+    x = torch.randn(seeds, BATCH, 3, 32, 32)
+    y = torch.randint(10, (seeds, BATCH))
+
+    def update():
+        grads = step_grad(params, buffers, x, y)
+        with torch.no_grad():
+            for k in params:
+                momentum[k].mul_(0.9).add_(grads[k])
+                params[k].sub_(0.01 * momentum[k])
+
+    for _ in range(3):
+        update()
+    start = time.perf_counter()
+    for _ in range(updates):
+        update()
+    return (time.perf_counter() - start) / updates / seeds
+
+
+def _process_worker(strides, updates, seed, result):
+    result.put(time_sequential(strides, updates, threads=1, seed=seed))
+
+
+def time_processes(strides, updates, processes=2) -> float:
+    """Wall seconds per update of all processes together (each 1 thread, its own seed): wall / (processes x updates)."""
+    context = multiprocessing.get_context("spawn")
+    result = context.Queue()
+    workers = [context.Process(target=_process_worker, args=(strides, updates, s, result)) for s in range(processes)]
+    for worker in workers:
+        worker.start()
+    per_update = [result.get() for _ in workers]  # each measures only its own timed loop
+    for worker in workers:
+        worker.join()
+    return max(per_update) / processes
+
+
+def peaks(repeats=5) -> dict[str, float]:
+    torch.set_num_threads(1)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    matmul = repeats * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(32, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        conv(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+    flops = 2 * 32 * 32 * 32 * 64 * 64 * 9
+    return {"matmul": matmul, "conv": repeats * flops / (time.perf_counter() - start) / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strides", choices=tuple(STRIDES), default="paper")
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--vmap-seeds", type=int, nargs="*", default=[4, 30])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    from plastic.synthetic.model import update_flops
+
+    strides = STRIDES[args.strides]
+    gflop = update_flops(_model(strides)) / 1e9
+    peak = peaks()
+    best_peak = max(peak.values())
+    print(f"model strides {strides}: {gflop:.3f} GFLOP per update (batch {BATCH})")
+    print(f"same-run peak, 1 thread: sgemm {peak['matmul']:.0f} GFLOP/s, conv {peak['conv']:.0f} GFLOP/s")
+
+    # (name, seconds per update per seed, cores used)
+    ways = [("sequential", time_sequential(strides, args.updates), 1)]
+    for seeds in args.vmap_seeds:
+        ways.append((f"vmap-{seeds}", time_vmap(strides, max(3, args.updates // seeds), seeds), 1))
+    ways.append(("threads-2", time_sequential(strides, args.updates, threads=2), 2))
+    ways.append(("processes-2", time_processes(strides, args.updates), 2))
+
+    report = {"strides": strides, "gflop_per_update": gflop, "peak_gflops": peak, "ways": {}}
+    print(f"{'way':12s} {'updates/s':>10s} {'GFLOP/s/core':>13s} {'% peak':>7s} {'30 seeds x 50k, 2 cores':>24s}")
+    for name, seconds, cores in ways:
+        per_core = gflop / seconds / cores
+        # seconds per update per seed on `cores` cores; a 1-core way runs twice (2 processes) on 2 cores
+        wall = 30 * 50_000 * seconds * cores / 2
+        report["ways"][name] = {"updates_per_s": 1 / seconds, "gflops_per_core": per_core,
+                                "percent_of_peak": 100 * per_core / best_peak, "projected_30_seed_minutes": wall / 60}
+        print(f"{name:12s} {1 / seconds:10.1f} {per_core:13.1f} {100 * per_core / best_peak:6.0f}% {wall / 60:20.1f} min")
+    print("(1-core ways are projected as two 1-thread processes; processes-2 is measured that way)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
