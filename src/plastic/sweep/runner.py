@@ -268,6 +268,7 @@ def run_sweep(
         shown_at, next_line = -math.inf, 0.0
         try:
             while queue or running:
+                changed = False
                 while queue and len(running) < executor.capacity:
                     record = queue.pop(0)
                     executor.submit(_launch(manifest, record, command, options))
@@ -275,19 +276,20 @@ def run_sweep(
                     record.status, record.started_at, record.finished_at = "running", now(), None
                     record.attempts += 1
                     attempts_now[record.trial.id] += 1
+                    changed = True
+                for trial_id, outcome in executor.wait(timeout=max(0.05, min(1.0, next_line - time.monotonic()))):
+                    record = running.pop(trial_id)
+                    retry = _record_outcome(manifest, record, outcome, attempts_now[trial_id], options.retries, stream)
+                    if retry:
+                        queue.insert(0, record)
+                    changed = True
+                if changed:
                     manifest.save()
                     next_line = min(next_line, shown_at + 1.0)  # show changes, at most one line a second
                 if time.monotonic() >= next_line:
                     progress.show()
                     shown_at = time.monotonic()
                     next_line = shown_at + options.progress_every
-                for trial_id, outcome in executor.wait(timeout=max(0.05, min(1.0, next_line - time.monotonic()))):
-                    record = running.pop(trial_id)
-                    retry = _record_outcome(manifest, record, outcome, attempts_now[trial_id], options.retries, stream)
-                    if retry:
-                        queue.insert(0, record)
-                    manifest.save()
-                    next_line = min(next_line, shown_at + 1.0)
         finally:
             executor.shutdown()
             for record in running.values():  # interrupted: these resume from their checkpoints next time
