@@ -47,3 +47,29 @@ def test_bad_input_gives_a_one_line_error(tmp_path, capsys, flags, message):
     assert run_cli(tmp_path, *flags) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_cifar_folder_run_with_paper_and_code_strides(tmp_path):
+    from plastic.synthetic.data import write_cifar10_folder
+    from test_synthetic_data import tiny_cifar_arrays
+
+    write_cifar10_folder(tmp_path / "data" / "cifar-10-batches-py", *tiny_cifar_arrays())
+    for strides in ("paper", "code"):
+        assert run_cli(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--strides", strides,
+                       "--scenario", "input", "--methods", "base", "--seeds", "1") == 0
+        config = json.loads((tmp_path / "out" / "config.json").read_text())
+        assert config["dataset"] == "cifar10"
+        assert config["runs"][0]["strides"] == ([3, 3, 1] if strides == "paper" else [3, 1, 1])
+
+
+def test_select_writes_the_score_table_and_runs_the_winner(tmp_path, monkeypatch):
+    from plastic.synthetic import selection
+
+    monkeypatch.setattr(selection, "LR_GRID", (1e-1, 1e-5))
+    monkeypatch.setattr(selection, "WEIGHT_DECAY_GRID", (1e-4,))
+    assert run_cli(tmp_path, "--methods", "base", "--seeds", "1", "--select", "--select-seeds", "1") == 0
+    with open(tmp_path / "out" / "selection.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [float(r["lr"]) for r in table] == [1e-1, 1e-5]
+    winner = max(table, key=lambda r: float(r["validation_accuracy"]))
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["runs"][0]["lr"] == float(winner["lr"])
