@@ -50,9 +50,11 @@ class NoisyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.noisy:
             return F.linear(x, self.weight_mu, self.bias_mu)
-        # Factorised noise without materialising eps_w: W x = mu_w x + eps_out * (sigma_w (eps_in * x)).
-        out = F.linear(x, self.weight_mu, self.bias_mu + self.bias_sigma * self.epsilon_out)
-        return out + F.linear(x * self.epsilon_in, self.weight_sigma) * self.epsilon_out
+        # Materialising W = mu + sigma * (eps_out eps_in^T) costs one elementwise pass over the weights and saves a
+        # GEMM forward and two backward, versus mu x + eps_out * (sigma (eps_in * x)): 15% of a whole Rainbow update
+        # at batch 32 on CPU (benchmarks/update_speed.py).
+        weight = torch.addcmul(self.weight_mu, self.weight_sigma, torch.outer(self.epsilon_out, self.epsilon_in))
+        return F.linear(x, weight, torch.addcmul(self.bias_mu, self.bias_sigma, self.epsilon_out))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"

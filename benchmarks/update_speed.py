@@ -1,0 +1,144 @@
+"""Speed of one DrQ(ε)-Rainbow training update at batch 32 on Atari-shaped data (issue 3).
+
+One update = sample from a filled prioritized buffer, augment s and s', loss, backward, optimizer (SAM: two passes),
+priorities, EMA target. Prints ms and updates/s for base, SAM only, PLASTIC† and PLASTIC; the GFLOP/s the base
+update achieves (FLOPs counted by torch's FlopCounterMode); a conv/matmul peak GFLOP/s measured in the same run at
+the same thread count, and the ratio; optionally the full training loop's env steps/s at replay ratio 2 on Pong.
+Ends with one JSON line (keys: base_ms, sam_ms, dagger_ms, plastic_ms, base_gflops, peak_gflops, threads, ...).
+
+    python benchmarks/update_speed.py [--threads 1] [--updates 30] [--loop-steps 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def build(preset: str, actions: int, fill: int, device: torch.device, overrides: dict | None = None):
+    from plastic import config as config_module
+    from plastic.agents.rainbow import RainbowAgent
+    from plastic.replay import ReplayBuffer
+
+    config = config_module.build("atari:Pong", preset, overrides=overrides or {})
+    agent = RainbowAgent(config, (4, 84, 84), actions, device)
+    buffer = ReplayBuffer(seed=0, frame_shape=(1, 84, 84), frame_stack=4, **agent.replay_options())
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(fill + 4, 1, 84, 84), dtype=np.uint8)
+    obs = np.concatenate(frames[:4])
+    buffer.start_episode(obs)
+    for t in range(fill):
+        next_obs = np.concatenate([obs[1:], frames[t + 4]])
+        end = (t + 1) % 500 == 0
+        buffer.add(int(rng.integers(actions)), float(rng.normal()), next_obs, end, False)
+        obs = next_obs
+        if end:
+            obs = np.concatenate(frames[t:t + 4])
+            buffer.start_episode(obs)
+    return agent, buffer
+
+
+def time_updates(agent, buffer, updates: int, rounds: int = 3) -> float:
+    for _ in range(3):
+        agent.update(buffer, 0.5)
+    best = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(updates):
+            agent.update(buffer, 0.5)
+        best.append((time.perf_counter() - started) / updates)
+    return statistics.median(best) * 1e3
+
+
+def update_flops(agent, buffer) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        agent.update(buffer, 0.5)
+    return counter.get_total_flops()
+
+
+def peak_gflops() -> dict[str, float]:
+    """Best of a large sgemm and the Nature-CNN conv2 shape in channels_last (forward), at the current threads."""
+    out = {}
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ b
+    started, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ b
+    out["matmul"] = 2 * 2048**3 * reps / (time.perf_counter() - started) / 1e9
+    conv = torch.nn.Conv2d(32, 64, 4, 2).to(memory_format=torch.channels_last)
+    x = torch.randn(256, 32, 20, 20).to(memory_format=torch.channels_last)
+    flops = 2 * 256 * 64 * 9 * 9 * 32 * 16
+    with torch.no_grad():
+        for _ in range(2):
+            conv(x)
+        started, reps = time.perf_counter(), 10
+        for _ in range(reps):
+            conv(x)
+    out["conv"] = flops * reps / (time.perf_counter() - started) / 1e9
+    return out
+
+
+def loop_speed(steps: int, threads: int) -> float:
+    import tempfile
+
+    from plastic import config as config_module
+    from plastic.training.loop import Trainer
+
+    config = config_module.build("atari:Pong", "plastic-dagger", overrides={
+        "steps": steps, "threads": threads, "rainbow": {"learning_starts": steps // 3}, "eval_episodes": 1,
+        "eval_envs": 1, "probe": {"every": 0}, "checkpoint_every": 10 * steps})
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = Trainer(config, run_dir, progress=False).run()
+    return result["env_steps_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--actions", type=int, default=18, help="18 = full action set (PERF_NOTES' figures)")
+    parser.add_argument("--fill", type=int, default=5000, help="transitions in the buffer")
+    parser.add_argument("--loop-steps", type=int, default=0, help="also time the full loop on Pong (0 = skip)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from plastic.training.loop import tune_allocator
+
+    tune_allocator()
+    device = torch.device("cpu")
+    figures: dict[str, float] = {"threads": args.threads}
+    for name, preset in (("base", "base"), ("sam", "sam"), ("dagger", "plastic-dagger"), ("plastic", "plastic")):
+        agent, buffer = build(preset, args.actions, args.fill, device)
+        ms = time_updates(agent, buffer, args.updates)
+        figures[f"{name}_ms"] = round(ms, 2)
+        params = sum(p.numel() for p in agent.online.parameters())
+        print(f"{preset:>15}: {ms:7.2f} ms/update  {1e3 / ms:6.1f} updates/s  ({params:,} parameters)", flush=True)
+        if name == "base":
+            flops = update_flops(agent, buffer)
+            figures["base_gflop_per_update"] = round(flops / 1e9, 3)
+            figures["base_gflops"] = round(flops / ms / 1e6, 1)
+    peak = peak_gflops()
+    figures["peak_gflops"] = round(max(peak.values()), 1)
+    figures["peak_matmul_gflops"] = round(peak["matmul"], 1)
+    figures["peak_conv_gflops"] = round(peak["conv"], 1)
+    figures["base_fraction_of_peak"] = round(figures["base_gflops"] / figures["peak_gflops"], 3)
+    figures["sam_over_base"] = round(figures["sam_ms"] / figures["base_ms"], 3)
+    print(f"base update: {figures['base_gflop_per_update']} GFLOP -> {figures['base_gflops']} GFLOP/s; "
+          f"peak {figures['peak_gflops']} GFLOP/s (matmul {peak['matmul']:.0f}, conv {peak['conv']:.0f}); "
+          f"{100 * figures['base_fraction_of_peak']:.0f}% of peak; SAM/base {figures['sam_over_base']:.2f}x")
+    if args.loop_steps:
+        figures["loop_env_steps_per_s"] = round(loop_speed(args.loop_steps, args.threads), 1)
+        print(f"full loop (Pong, PLASTIC†, RR 2): {figures['loop_env_steps_per_s']} env steps/s")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
