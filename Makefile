@@ -18,8 +18,11 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
+# The main job: PLASTIC on MinAtar Breakout, 10k agent steps at replay ratio 2 (~5-8 min on 2 CPU cores), then the
+# final evaluation and a results summary. Each call makes a new run directory under runs/.
 demo: install
-	$(VENV)/bin/plastic demo --out runs/demo
+	$(VENV)/bin/plastic train --env minatar:breakout --preset plastic --steps 10000 --eval-episodes 20 \
+		--run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(PY) -m pytest -q -n 2

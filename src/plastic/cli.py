@@ -20,7 +20,6 @@ COMMAND_MODULES = (
     "plastic.synthetic.commands",  # synthetic
     "plastic.report.commands",  # report
     "plastic.sweep",  # sweep
-    "plastic.demo",  # demo
 )
 
 
