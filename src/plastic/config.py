@@ -174,6 +174,8 @@ class TrainConfig:
     log_every: int = 1_000
     wandb: bool = False
     wandb_project: str = "plastic-rl"
+    backbone_checkpoint: str = ""  # fine-tune from a pretrained encoder (paper §4.4); see training/pretrained.py
+    freeze_backbone: bool = False
     ln: LayerNormConfig = field(default_factory=LayerNormConfig)
     sam: SAMConfig = field(default_factory=SAMConfig)
     crelu: CReLUConfig = field(default_factory=CReLUConfig)

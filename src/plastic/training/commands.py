@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     train.add_argument("--threads", type=int, help="torch threads (0 = torch's default)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config field, e.g. --set sam.rho=0.05 (repeatable)")
+    train.add_argument("--backbone-checkpoint", metavar="PATH",
+                       help="fine-tune: load the encoder from a run directory, a checkpoint or a state dict (§4.4)")
+    train.add_argument("--freeze-backbone", action="store_true", help="keep the loaded encoder fixed")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to files)")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     train.add_argument("--list-config", action="store_true", help="print the resolved config and exit")
@@ -68,6 +71,10 @@ def _cli_overrides(args) -> dict:
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
+    if args.backbone_checkpoint:
+        overrides["backbone_checkpoint"] = args.backbone_checkpoint
+    if args.freeze_backbone:
+        overrides["freeze_backbone"] = True
     return overrides
 
 
@@ -108,9 +115,15 @@ def run_train(args) -> int:
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"run directory {run_dir} already exists and is not empty; "
                         f"continue it with --resume {run_dir}, or choose another --run-dir")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}", flush=True)
-    return _run(config, run_dir, resume=False, progress=not args.no_progress)
+    try:
+        return _run(config, run_dir, resume=False, progress=not args.no_progress)
+    except UserError:
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the run never started: leave nothing behind
+        raise
 
 
 def _resume(args) -> int:
@@ -125,9 +138,9 @@ def _resume(args) -> int:
         raise UserError(f"--resume {run_dir}: the run already finished ({RESULT_FILE} exists)")
     if not checkpoint_paths(run_dir):
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from; start it again with --run-dir")
-    if args.env or args.overrides or args.methods or args.steps is not None:
-        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--set "
-                        "cannot be combined with it")
+    if args.env or args.overrides or args.methods or args.steps is not None or args.backbone_checkpoint:
+        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--set/"
+                        "--backbone-checkpoint cannot be combined with it")
     try:
         config = config_module.load(run_dir / CONFIG_FILE)
         config_module.resolve(config)

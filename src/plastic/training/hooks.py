@@ -50,6 +50,8 @@ class ResetHook(Hook):
                 touched += list(online.parameters())
         if self.alpha is not None:
             for online, target in agent.shrink_perturb_modules():
+                if not any(p.requires_grad for p in online.parameters()):
+                    continue  # a frozen pretrained backbone is not trained, so not softly reset either
                 draw = agent.generator.get_state()
                 shrink_perturb_(online, self.alpha, agent.generator)
                 if target is not None:

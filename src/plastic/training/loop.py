@@ -99,7 +99,7 @@ class Trainer:
         self.stop_signal: int | None = None
 
     # ------------------------------------------------------------------------------------------------- set-up
-    def _build(self):
+    def _build(self, resume: bool):
         from plastic.envs import make_env
 
         config = self.config
@@ -110,6 +110,12 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.env = make_env(config.env, seed=config.seed, train=True)
         self.agent = make_agent(config, self.env, self.device)
+        if config.backbone_checkpoint:
+            from plastic.training.pretrained import apply_pretrained_backbone
+
+            apply_pretrained_backbone(self.agent, config.backbone_checkpoint, config.freeze_backbone, load=not resume)
+        elif config.freeze_backbone:
+            raise ValueError("--freeze-backbone needs --backbone-checkpoint PATH")
         self.buffer = make_buffer(config, self.env, self.agent)
         self.hooks = build_hooks(config)
         self.env_steps_per_step = getattr(self.env, "action_repeat", 1) if config.domain == "dmc" else 1
@@ -133,7 +139,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------- run
     def run(self, resume: bool = False) -> dict:
         config = self.config
-        self._build()
+        self._build(resume)
         self.step, self.episodes, self.update_time_s, self.elapsed_before = 0, 0, 0.0, 0.0
         self.recent_returns: deque[float] = deque(maxlen=20)
         logger_state = None
@@ -186,12 +192,14 @@ class Trainer:
         from plastic.nets.rainbow import count_parameters
 
         params = count_parameters(self.agent.probe_model)
-        self.num_parameters = params
         print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
         print(f"env {config.env} | preset {config.preset} | methods {','.join(config.methods) or 'none'} | "
               f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} | "
               f"device {self.device} | threads {torch.get_num_threads()}", flush=True)
         print(f"parameters: {params:,} ({params / 1e6:.2f}M) in the online network", flush=True)
+        if config.backbone_checkpoint:
+            state = "frozen" if config.freeze_backbone else "trained"
+            print(f"backbone loaded from {config.backbone_checkpoint} ({state})", flush=True)
 
     def _loop(self) -> None:
         config, agent, buffer, env = self.config, self.agent, self.buffer, self.env
