@@ -1,0 +1,254 @@
+"""`plastic train` / `plastic eval` end to end on MinAtar with a tiny budget: files, determinism, exact resume after
+SIGKILL and SIGTERM, fallback from a damaged checkpoint, and one-line errors for bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plastic.cli import main
+from plastic.training.checkpoint import checkpoint_paths, load_checkpoint
+
+STEPS = 400
+CHECKPOINT_EVERY = 100
+TINY = [
+    "--env", "minatar:breakout", "--preset", "plastic", "--seed", "0", "--steps", str(STEPS), "--replay-ratio", "2",
+    "--checkpoint-every", str(CHECKPOINT_EVERY), "--eval-episodes", "2", "--threads", "1", "--no-progress",
+    "--set", "rainbow.learning_starts=100", "--set", "rainbow.batch_size=8", "--set", "rainbow.buffer_size=1000",
+    # A reset and a probe inside the budget, so that resume must restore their schedules too.
+    "--set", "reset.interval=150", "--set", "log_every=50",
+    "--set", "probe.every=250", "--set", "probe.batch_size=16", "--set", "probe.hessian_batch_size=8",
+    "--set", "probe.hessian_iters=3",
+]
+RESULT_KEYS = {"env", "preset", "seed", "eval_returns", "eval_mean", "hns", "wall_time_s", "updates_per_s",
+               "env_steps_per_s"}
+TIME_LIKE = {"time_s", "charts/SPS", "charts/updates_per_s"}
+
+
+def metrics_without_time(run_dir: Path) -> list[str]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    # Compared as canonical JSON text, so that NaN equals NaN.
+    return [json.dumps({k: v for k, v in json.loads(line).items() if k not in TIME_LIKE}, sort_keys=True)
+            for line in lines]
+
+
+def result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def plastic(*args, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    return subprocess.run([sys.executable, "-m", "plastic", *args], capture_output=True, text=True, env=env,
+                          timeout=300, **kwargs)
+
+
+def start(*args) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "plastic", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"run ended before {path.name} appeared: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.02)
+
+
+def checkpoint_file(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step_{step:09d}.pt"
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted run, shared by the tests that compare against it."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+# --------------------------------------------------------------------------------------------- a run
+def test_a_tiny_run_writes_every_file(reference):
+    assert (reference / "config.json").is_file()
+    assert (reference / "metrics.jsonl").is_file()
+    assert any(p.name.startswith("events.out.tfevents") for p in (reference / "tb").iterdir())
+    assert [p.name for p in checkpoint_paths(reference)] == ["step_000000300.pt", "step_000000400.pt"]  # keep 2
+    out = result(reference)
+    assert RESULT_KEYS <= set(out)
+    assert (out["env"], out["preset"], out["seed"], out["steps"]) == ("minatar:breakout", "plastic", 0, STEPS)
+    assert out["methods"] == ["ln", "sam", "crelu", "reset"]
+    assert len(out["eval_returns"]) == 2
+    assert out["eval_mean"] == pytest.approx(sum(out["eval_returns"]) / 2)
+    assert out["hns"] is None  # no human reference scores on MinAtar
+    assert out["updates"] == 2 * (STEPS - 100 + 1)  # replay ratio 2 from step 100 (learning starts) on
+    assert out["wall_time_s"] > 0 and out["updates_per_s"] > 0 and out["env_steps_per_s"] > 0
+    config = json.loads((reference / "config.json").read_text())
+    assert (config["reset"]["interval"], config["sam"]["rho"], config["rainbow"]["hidden"]) == (150, 0.1, 128)
+
+
+def test_metrics_log_losses_resets_probes_and_the_final_evaluation(reference):
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps)
+    keys = set().union(*records)
+    assert {"charts/episodic_return", "losses/td_loss", "charts/SPS", "charts/updates_per_s",
+            "probes/hessian_max_eigenvalue"} <= keys
+    resets = [r["plasticity/resets"] for r in records if "plasticity/resets" in r]
+    assert resets == [1.0, 2.0, 3.0, 4.0]  # at updates 150, 300, 450, 600 of 602
+    assert records[-1]["eval/return_mean"] == result(reference)["eval_mean"]
+
+
+def test_same_seed_gives_identical_results(reference, tmp_path):
+    run_dir = tmp_path / "again"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
+    assert metrics_without_time(run_dir) == metrics_without_time(reference)
+    final, again = load_checkpoint(checkpoint_paths(reference)[-1]), load_checkpoint(checkpoint_paths(run_dir)[-1])
+    for name, tensor in final["agent"]["online"].items():
+        assert tensor.equal(again["agent"]["online"][name]), name
+
+
+def test_sigkill_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
+    run_dir = tmp_path / "killed"
+    process = start("train", *TINY, "--run-dir", str(run_dir))
+    try:
+        wait_for(checkpoint_file(run_dir, 200), process)
+        time.sleep(0.3)  # somewhere between two checkpoints, after some lines were logged past the last one
+        assert process.poll() is None, "the run finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert not (run_dir / "result.json").exists()
+
+    resumed = plastic("train", "--resume", str(run_dir), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
+    assert result(run_dir)["updates"] == result(reference)["updates"]
+    assert metrics_without_time(run_dir) == metrics_without_time(reference)
+
+
+@pytest.mark.slow  # ~25 s on 2 loaded cores; the SIGKILL test above keeps resume in the default run
+def test_sigterm_checkpoints_and_exits_143_and_a_damaged_newest_checkpoint_falls_back(reference, tmp_path):
+    run_dir = tmp_path / "terminated"
+    process = start("train", *TINY, "--run-dir", str(run_dir))
+    try:
+        wait_for(checkpoint_file(run_dir, 200), process)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143
+    assert "SIGTERM" in stderr and f"--resume {run_dir}" in stderr
+    assert "Traceback" not in stderr
+    assert not (run_dir / "result.json").exists()
+    newest = checkpoint_paths(run_dir)[-1]
+    stopped_at = load_checkpoint(newest)["step"]
+    assert 200 < stopped_at < STEPS and stopped_at % CHECKPOINT_EVERY != 0  # written at the signal, not on schedule
+
+    # Damage the newest file: resume warns, uses the previous checkpoint (step 200), and still ends identical.
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = plastic("train", "--resume", str(run_dir), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert newest.name in resumed.stderr and "unreadable" in resumed.stderr
+    assert "step_000000200.pt" in resumed.stdout
+    assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
+    assert metrics_without_time(run_dir) == metrics_without_time(reference)
+
+
+def test_eval_evaluates_the_latest_checkpoint(reference, capsys):
+    assert main(["eval", str(reference), "--eval-episodes", "3"]) == 0
+    out = json.loads((reference / "eval_step400.json").read_text())
+    assert (out["env"], out["step"], out["checkpoint"]) == ("minatar:breakout", STEPS, "step_000000400.pt")
+    assert len(out["eval_returns"]) == 3
+    assert out["eval_mean"] == pytest.approx(sum(out["eval_returns"]) / 3)
+    assert "eval_step400.json" in capsys.readouterr().out
+    (reference / "eval_step400.json").unlink()  # leave the shared run as the other tests expect it
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    common = ["--out", str(tmp_path / "runs"), "--no-progress"]
+    assert_one_line_error(plastic("train", "--env", "minatar:brekout", *common), "minatar:brekout", "breakout",
+                          "space_invaders")
+    assert_one_line_error(plastic("train", "--env", "atari:Pongg", *common), "atari:Pongg", "Pong", "Seaquest")
+    assert_one_line_error(plastic("train", "--env", "minatar:breakout", "--replay-ratio", "0", *common),
+                          "replay_ratio")
+    assert_one_line_error(plastic("train", "--resume", str(tmp_path / "missing")), "missing", "not a run directory")
+    assert_one_line_error(plastic("eval", str(tmp_path / "missing")), "missing", "not a run directory")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--preset", "plastik"], ["plastik", "plastic-dagger"]),
+    (["--set", "sam.rhoo=0.1"], ["sam.rhoo", "rho"]),
+    (["--set", "steps=many"], ["steps", "many"]),
+    (["--replay-ratio", "-2"], ["replay_ratio"]),
+    (["--methods", "ln,sma"], ["sma"]),
+])
+def test_bad_config_is_a_one_line_error_in_process(args, fragments, tmp_path, capsys):
+    assert main(["train", "--env", "minatar:breakout", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert all(fragment in err for fragment in fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_run_directory_is_refused_and_untouched(reference, capsys):
+    before = snapshot(reference)
+    assert main(["train", *TINY, "--run-dir", str(reference)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--resume", str(reference)]) == 2  # finished runs are not resumed
+    assert "already finished" in capsys.readouterr().err
+    assert snapshot(reference) == before
+
+
+def unreadable_run(tmp_path: Path, reference: Path) -> Path:
+    run_dir = tmp_path / "broken"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_bytes((reference / "config.json").read_bytes())
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    checkpoint_file(run_dir, 100).write_bytes(b"garbage")
+    return run_dir
+
+
+def test_an_unreadable_checkpoint_exits_2_without_traceback_and_changes_nothing(reference, tmp_path):
+    run_dir = unreadable_run(tmp_path, reference)
+    before = snapshot(run_dir)
+    for completed in (plastic("train", "--resume", str(run_dir), "--no-progress"), plastic("eval", str(run_dir))):
+        assert completed.returncode == 2
+        assert "Traceback" not in completed.stderr
+        assert "no readable checkpoint" in completed.stderr.strip().splitlines()[-1]
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.xfail(strict=True, reason="the unreadable-checkpoint warning adds two stderr lines (file:line + source "
+                                       "line) before the one-line error; see the report")
+def test_an_unreadable_checkpoint_is_a_single_stderr_line(reference, tmp_path):
+    run_dir = unreadable_run(tmp_path, reference)
+    assert_one_line_error(plastic("eval", str(run_dir)), "no readable checkpoint")
