@@ -110,8 +110,8 @@ def test_metrics_log_losses_resets_probes_and_the_final_evaluation(reference):
 
 
 def test_same_seed_gives_identical_results(reference, tmp_path):
-    run_dir = tmp_path / "again"
-    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    assert main(["train", *TINY, "--out", str(tmp_path)]) == 0
+    run_dir = tmp_path / "minatar-breakout_plastic_rr2_s0"  # --out names the run after env, method, RR and seed
     assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
     assert metrics_without_time(run_dir) == metrics_without_time(reference)
     final, again = load_checkpoint(checkpoint_paths(reference)[-1]), load_checkpoint(checkpoint_paths(run_dir)[-1])
@@ -252,3 +252,11 @@ def test_an_unreadable_checkpoint_exits_2_without_traceback_and_changes_nothing(
 def test_an_unreadable_checkpoint_is_a_single_stderr_line(reference, tmp_path):
     run_dir = unreadable_run(tmp_path, reference)
     assert_one_line_error(plastic("eval", str(run_dir)), "no readable checkpoint")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train", *TINY, "--run-dir", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda" in err
+    assert not (tmp_path / "run" / "config.json").exists()
