@@ -29,7 +29,7 @@ def make_agent(preset="base", seed=0, obs_shape=OBS, action_dim=ACTIONS, **overr
 def filled_buffer(agent, transitions=40, seed=0, obs_shape=OBS):
     frames = obs_shape[0] // 3
     buffer = ReplayBuffer(seed=seed, frame_shape=(frames, *obs_shape[1:]), frame_stack=3,
-                          **{**agent.replay_options(), "capacity": 100})
+                          **{**agent.replay_options(), "capacity": max(100, transitions)})
     rng = np.random.default_rng(seed)
     obs = rng.integers(0, 256, obs_shape, dtype=np.uint8)
     buffer.start_episode(obs)
