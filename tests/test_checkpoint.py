@@ -58,8 +58,8 @@ def test_a_file_without_the_completion_mark_is_refused(tmp_path):
     torch.save({"step": 300}, path)
     with pytest.raises(ValueError, match="not a complete plastic checkpoint"):
         load_checkpoint(path)
-    with pytest.warns(UserWarning):
-        assert load_latest_checkpoint(tmp_path) is None
+    with pytest.raises(ValueError, match="no readable checkpoint: step_000000300.pt is unreadable"):
+        load_latest_checkpoint(tmp_path)
 
 
 def test_atomic_write_leaves_no_temp_file_and_keeps_the_old_content_when_the_writer_raises(tmp_path):

@@ -247,8 +247,6 @@ def test_an_unreadable_checkpoint_exits_2_without_traceback_and_changes_nothing(
     assert snapshot(run_dir) == before
 
 
-@pytest.mark.xfail(strict=True, reason="the unreadable-checkpoint warning adds two stderr lines (file:line + source "
-                                       "line) before the one-line error; see the report")
 def test_an_unreadable_checkpoint_is_a_single_stderr_line(reference, tmp_path):
     run_dir = unreadable_run(tmp_path, reference)
     assert_one_line_error(plastic("eval", str(run_dir)), "no readable checkpoint")

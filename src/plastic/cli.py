@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from plastic import __version__
 from plastic.errors import UserError
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    # Warnings reach users as one line each, like errors (no source line, no file:line of library code).
+    warnings.showwarning = lambda message, category, *rest, **kw: print(
+        f"plastic {args.command}: warning: {message}", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except UserError as error:

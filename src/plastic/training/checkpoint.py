@@ -47,11 +47,18 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_latest_checkpoint(run_dir: str | Path) -> tuple[dict, Path] | None:
-    """The newest checkpoint that loads; unreadable newer ones are skipped with a warning. None if there is none."""
+    """The newest checkpoint that loads, or None if the run has none. Unreadable newer ones are skipped with one
+    warning; if none is readable, a ValueError says why for each file."""
+    failures = []
     for path in reversed(checkpoint_paths(run_dir)):
         try:
-            return load_checkpoint(path), path
+            loaded = load_checkpoint(path), path
         except Exception as error:  # a truncated zip raises RuntimeError, a garbage file UnpicklingError, ...
-            warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); trying an older one",
-                          stacklevel=2)
+            failures.append(f"{path.name} is unreadable ({type(error).__name__}: {str(error).splitlines()[0]})")
+            continue
+        if failures:
+            warnings.warn(f"{'; '.join(failures)}; using {path.name}", stacklevel=2)
+        return loaded
+    if failures:
+        raise ValueError(f"{run_dir} has no readable checkpoint: {'; '.join(failures)}")
     return None
