@@ -129,12 +129,12 @@ def test_actor_and_temperature_losses_by_hand():
 
 def test_temperature_update_is_one_adam_step_on_log_alpha():
     agent = make_agent(action_dim=1)
-    before = float(agent.log_alpha)
+    before = float(agent.log_alpha.detach())
     assert math.exp(before) == pytest.approx(0.1)  # Table 6: initial temperature 0.1
     loss = agent.update_temperature(torch.tensor([0.2, -0.4]))
     assert float(loss) == pytest.approx(0.1 * 1.1)
     # d loss / d log_alpha = loss = 0.11 > 0; Adam's first step moves by lr * g / (|g| + eps) = lr (3e-4).
-    assert float(agent.log_alpha) == pytest.approx(before - 3e-4 * 0.11 / (0.11 + 1e-8), abs=1e-7)
+    assert float(agent.log_alpha.detach()) == pytest.approx(before - 3e-4 * 0.11 / (0.11 + 1e-8), abs=1e-7)
 
 
 # ------------------------------------------------------------------------------------------ target network
