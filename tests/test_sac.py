@@ -180,7 +180,7 @@ def test_critic_sam_perturbs_encoder_and_critic_only():
     loss_of = agent.critic_loss
 
     def recording_loss(*args):
-        seen.append((snapshot(agent.critic), snapshot(agent.actor), float(agent.log_alpha)))
+        seen.append((snapshot(agent.critic), snapshot(agent.actor), float(agent.log_alpha.detach())))
         return loss_of(*args)
 
     agent.critic_loss = recording_loss
