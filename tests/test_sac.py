@@ -336,7 +336,7 @@ def test_probe_interface():
     assert "encoder.2/elements" in fractions and "critic.q1.2/elements" in fractions
     state = agent.generator.get_state()
     closure, restore = agent.loss_closure(batch)
-    assert float(closure()) == float(closure()) > 0  # deterministic
+    assert float(closure().detach()) == float(closure().detach()) > 0  # deterministic
     restore()
     assert torch.equal(agent.generator.get_state(), state)  # the probe draws nothing from the run's generator
     recycled = agent.redo(agent.probe_inputs(batch), tau=0.0)
