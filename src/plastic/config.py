@@ -161,7 +161,7 @@ class TrainConfig:
     preset: str = "base"
     seed: int = 0
     steps: int = 100_000
-    replay_ratio: int = 2
+    replay_ratio: int | None = None  # gradient updates per agent step; None = 2 (Atari, Table 5), 1 (DMC, Table 6)
     device: str = "auto"
     threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
     # else uses a core, and two 1-thread runs beat one 2-thread run (PERF_NOTES.md)
@@ -366,6 +366,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"config key 'seed' = {config.seed} must be >= 0")
 
     continuous = domain == "dmc"
+    if config.replay_ratio is None:
+        config.replay_ratio = 1 if continuous else 2
     if config.sam.rho is None:
         config.sam.rho = (0.1 if "quadruped" in name else 0.01) if continuous else 0.1
     for key in ("rho", "critic_rho", "actor_rho", "temperature_rho"):
