@@ -30,7 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plastic.plasticity.layers import ConvLayerNorm, activation, crelu_widths
+from plastic.nets.rainbow import conv_backbone
+from plastic.plasticity.layers import activation, crelu_widths
 
 # (out_channels, kernel, stride) per conv layer, Table 6.
 DMC_ENCODER = ((32, 3, 2), (64, 3, 2), (128, 3, 2), (256, 3, 2))
@@ -41,17 +42,8 @@ class DMCEncoder(nn.Sequential):
 
     def __init__(self, obs_shape: tuple[int, int, int], *, layer_norm: bool = False, crelu: bool = False,
                  width_mode: str = "double_input"):
-        modules: list[nn.Module] = []
-        channels = obs_shape[0]
-        for out_channels, kernel, stride in DMC_ENCODER:
-            units, next_channels = crelu_widths(out_channels, width_mode) if crelu else (out_channels, out_channels)
-            modules.append(nn.Conv2d(channels, units, kernel, stride))
-            if layer_norm:
-                modules.append(ConvLayerNorm(units))
-            modules.append(activation(crelu, dim=1))
-            channels = next_channels
-        modules.append(nn.Flatten())
-        super().__init__(*modules)
+        super().__init__(*conv_backbone(obs_shape[0], DMC_ENCODER, layer_norm=layer_norm, crelu=crelu,
+                                        width_mode=width_mode))
         with torch.no_grad():
             self.feature_dim = int(self(torch.zeros(1, *obs_shape)).shape[-1])
 

@@ -10,9 +10,7 @@ Flag names are a contract (scripts rely on them). Any config field is reachable 
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
