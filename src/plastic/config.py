@@ -165,7 +165,6 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
     # else uses a core, and two 1-thread runs beat one 2-thread run (PERF_NOTES.md)
-    compile: bool = False
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
     eval_episodes: int = 100
