@@ -26,7 +26,8 @@ import torch
 from plastic.agents.sac import SACAgent
 from plastic.config import build
 from plastic.replay import ReplayBuffer
-from plastic.training.loop import Trainer, resolve_device, tune_allocator
+from plastic.runtime import tune_allocator
+from plastic.training.loop import Trainer, resolve_device
 
 OBS_SHAPE, ACTION_DIM = (3, 64, 64), 1
 

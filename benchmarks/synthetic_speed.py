@@ -1,10 +1,13 @@
 """Speed of the synthetic experiments' training update (App. A.2 CNN, batch 128) on this CPU, in one run.
 
 Ways to train many seeds, each measured here:
-  sequential   one seed after another, eager, channels_last, 1 thread (what `run_seed` does)
+  conv         one seed, the convs as plain nn.Conv2d (oneDNN), 1 thread: the reference point
+  sequential   one seed after another, eager, channels_last, 1 thread, PatchConv2d (what `run_seed` does)
   vmap-S       S seeds stacked with torch.func (functional_call + vmap + grad), 1 thread
   threads-2    one seed, 2 threads
   processes-2  two 1-thread processes, each training its own seed (what `--workers 2` does)
+  run-seed     `run_seed` itself, 1 thread, on CIFAR-sized random data for `--phases` phases of 500 updates: batches
+               gathered from 50,000 training images, test accuracy on 10,000 images after every phase (no probes)
 plus the peaks of the same run: a 2048^3 sgemm and a large channels_last conv, 1 thread.
 
 Prints updates/s, GFLOP/s (per core used) and % of the same-run peak for each way, and the projected wall time of a
@@ -26,14 +29,23 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from plastic.runtime import tune_allocator  # noqa: E402
+
+tune_allocator()  # what run_many and its workers do (spawned workers import this module, so they get it too)
+
 STRIDES = {"paper": (3, 3, 1), "code": (3, 1, 1)}
 BATCH = 128
 
 
-def _model(strides):
+def _model(strides, plain=False):
     from plastic.synthetic.model import build_model
 
-    return build_model((3, 32, 32), 10, strides)
+    model = build_model((3, 32, 32), 10, strides)
+    if plain:  # the same parameters computed by nn.Conv2d's own forward (oneDNN convolution)
+        for module in model.backbone:
+            if isinstance(module, torch.nn.Conv2d):
+                module.__class__ = torch.nn.Conv2d
+    return model
 
 
 def _batches(seed=0, count=8):
@@ -45,13 +57,13 @@ def _batches(seed=0, count=8):
     ]
 
 
-def time_sequential(strides, updates, threads=1, seed=0) -> float:
+def time_sequential(strides, updates, threads=1, seed=0, plain=False) -> float:
     """Seconds per update of one seed (the experiment's own `_train_step`)."""
     from plastic.synthetic.experiment import _train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = _model(strides)
+    model = _model(strides, plain)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True)
     batches = _batches(seed)
     for i in range(10):
@@ -111,6 +123,26 @@ def time_processes(strides, updates, processes=2) -> float:
     return max(per_update) / processes
 
 
+def time_run_seed(strides, phases: int, updates_per_phase: int = 500) -> float:
+    """Seconds per update of `run_seed` (data gathering and per-phase evaluation included), 1 thread."""
+    import numpy as np
+
+    from plastic.synthetic.data import ImageDataset
+    from plastic.synthetic.experiment import RunConfig, run_seed
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    images = rng.random((60_000, 3, 32, 32), dtype=np.float32)
+    labels = rng.integers(0, 10, 60_000)
+    dataset = ImageDataset.from_arrays("random-cifar", images[:50_000], labels[:50_000], images[50_000:],
+                                       labels[50_000:], 10)
+    config = RunConfig(scenario="label", phases=phases, updates_per_phase=updates_per_phase, strides=strides,
+                       probe_every=0)
+    start = time.perf_counter()
+    run_seed(dataset, config, 0)
+    return (time.perf_counter() - start) / (phases * updates_per_phase)
+
+
 def peaks(repeats=5) -> dict[str, float]:
     torch.set_num_threads(1)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
@@ -135,6 +167,7 @@ def main() -> None:
     parser.add_argument("--strides", choices=tuple(STRIDES), default="paper")
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--vmap-seeds", type=int, nargs="*", default=[4, 30])
+    parser.add_argument("--phases", type=int, default=2, help="phases of the run-seed way (0 = skip it)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from plastic.synthetic.model import update_flops
@@ -147,18 +180,21 @@ def main() -> None:
     print(f"same-run peak, 1 thread: sgemm {peak['matmul']:.0f} GFLOP/s, conv {peak['conv']:.0f} GFLOP/s")
 
     # (name, seconds per update per seed, cores used)
-    ways = [("sequential", time_sequential(strides, args.updates), 1)]
+    ways = [("conv", time_sequential(strides, args.updates, plain=True), 1),
+            ("sequential", time_sequential(strides, args.updates), 1)]
     for seeds in args.vmap_seeds:
         ways.append((f"vmap-{seeds}", time_vmap(strides, max(3, args.updates // seeds), seeds), 1))
     ways.append(("threads-2", time_sequential(strides, args.updates, threads=2), 2))
     ways.append(("processes-2", time_processes(strides, args.updates), 2))
+    if args.phases:
+        ways.append(("run-seed", time_run_seed(strides, args.phases), 1))
 
     report = {"strides": strides, "gflop_per_update": gflop, "peak_gflops": peak, "ways": {}}
     print(f"{'way':12s} {'updates/s':>10s} {'GFLOP/s/core':>13s} {'% peak':>7s} {'30 seeds x 50k, 2 cores':>24s}")
     for name, seconds, cores in ways:
         per_core = gflop / seconds / cores
         # seconds per update per seed on `cores` cores; a 1-core way runs twice (2 processes) on 2 cores
-        wall = 30 * 50_000 * seconds * cores / 2
+        wall = 30 * 50_000 * seconds * (2 if name == "processes-2" else cores) / 2
         report["ways"][name] = {"updates_per_s": 1 / seconds, "gflops_per_core": per_core,
                                 "percent_of_peak": 100 * per_core / best_peak, "projected_30_seed_minutes": wall / 60}
         print(f"{name:12s} {1 / seconds:10.1f} {per_core:13.1f} {100 * per_core / best_peak:6.0f}% {wall / 60:20.1f} min")

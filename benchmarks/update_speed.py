@@ -5,8 +5,10 @@ priorities, EMA target. Prints ms and updates/s for base, SAM only, PLASTIC† a
 update achieves (FLOPs counted by torch's FlopCounterMode); a conv/matmul peak GFLOP/s measured in the same run at
 the same thread count, and the ratio; optionally the full training loop's env steps/s at replay ratio 2 on Pong.
 Ends with one JSON line (keys: base_ms, sam_ms, dagger_ms, plastic_ms, base_gflops, peak_gflops, threads, ...).
+With `--compile both` (the default) every preset is timed eager and compiled (config `compile`, what a long Atari
+run uses); the main keys then hold the compiled figures and `eager_*_ms` the eager ones.
 
-    python benchmarks/update_speed.py [--threads 1] [--updates 30] [--loop-steps 1500]
+    python benchmarks/update_speed.py [--threads 1] [--updates 30] [--compile both|on|off] [--loop-steps 1500]
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import numpy as np
 import torch
 
 
-def build(preset: str, actions: int, fill: int, device: torch.device, overrides: dict | None = None):
+def build(preset: str, actions: int, fill: int, device: torch.device, compile: str = "off"):
     from plastic import config as config_module
     from plastic.agents.rainbow import RainbowAgent
     from plastic.replay import ReplayBuffer
 
-    config = config_module.build("atari:Pong", preset, overrides=overrides or {})
+    torch._dynamo.reset()  # each agent compiles afresh, as in a run (no guards or cache limits shared between agents)
+    config = config_module.build("atari:Pong", preset, overrides={"compile": compile})
     agent = RainbowAgent(config, (4, 84, 84), actions, device)
     buffer = ReplayBuffer(seed=0, frame_shape=(1, 84, 84), frame_stack=4, **agent.replay_options())
     rng = np.random.default_rng(0)
@@ -44,7 +47,7 @@ def build(preset: str, actions: int, fill: int, device: torch.device, overrides:
 
 
 def time_updates(agent, buffer, updates: int, rounds: int = 3) -> float:
-    for _ in range(3):
+    for _ in range(3):  # warm-up; compiles on the first call when compile is on
         agent.update(buffer, 0.5)
     best = []
     for _ in range(rounds):
@@ -87,7 +90,7 @@ def peak_gflops() -> dict[str, float]:
     return out
 
 
-def loop_speed(steps: int, threads: int) -> float:
+def loop_speed(steps: int, threads: int, compile: str) -> float:
     import tempfile
 
     from plastic import config as config_module
@@ -95,7 +98,7 @@ def loop_speed(steps: int, threads: int) -> float:
 
     config = config_module.build("atari:Pong", "plastic-dagger", overrides={
         "steps": steps, "threads": threads, "rainbow": {"learning_starts": steps // 3}, "eval_episodes": 1,
-        "eval_envs": 1, "probe": {"every": 0}, "checkpoint_every": 10 * steps})
+        "eval_envs": 1, "probe": {"every": 0}, "checkpoint_every": 10 * steps, "compile": compile})
     with tempfile.TemporaryDirectory() as run_dir:
         result = Trainer(config, run_dir, progress=False).run()
     return result["env_steps_per_s"]
@@ -107,24 +110,30 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30)
     parser.add_argument("--actions", type=int, default=18, help="18 = full action set (PERF_NOTES' figures)")
     parser.add_argument("--fill", type=int, default=5000, help="transitions in the buffer")
+    parser.add_argument("--compile", choices=("both", "on", "off"), default="both",
+                        help="time eager (off), compiled (on) or both")
     parser.add_argument("--loop-steps", type=int, default=0, help="also time the full loop on Pong (0 = skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from plastic.training.loop import tune_allocator
+    from plastic.runtime import tune_allocator
 
     tune_allocator()
     device = torch.device("cpu")
     figures: dict[str, float] = {"threads": args.threads}
-    for name, preset in (("base", "base"), ("sam", "sam"), ("dagger", "plastic-dagger"), ("plastic", "plastic")):
-        agent, buffer = build(preset, args.actions, args.fill, device)
-        ms = time_updates(agent, buffer, args.updates)
-        figures[f"{name}_ms"] = round(ms, 2)
-        params = sum(p.numel() for p in agent.online.parameters())
-        print(f"{preset:>15}: {ms:7.2f} ms/update  {1e3 / ms:6.1f} updates/s  ({params:,} parameters)", flush=True)
-        if name == "base":
-            flops = update_flops(agent, buffer)
-            figures["base_gflop_per_update"] = round(flops / 1e9, 3)
-            figures["base_gflops"] = round(flops / ms / 1e6, 1)
+    flops = update_flops(*build("base", args.actions, args.fill, device))  # counted eagerly; compiling keeps FLOPs
+    figures["base_gflop_per_update"] = round(flops / 1e9, 3)
+    modes = ("off", "on") if args.compile == "both" else (args.compile,)
+    for mode in modes:
+        prefix = "eager_" if mode == "off" and len(modes) == 2 else ""
+        for name, preset in (("base", "base"), ("sam", "sam"), ("dagger", "plastic-dagger"), ("plastic", "plastic")):
+            agent, buffer = build(preset, args.actions, args.fill, device, compile=mode)
+            ms = time_updates(agent, buffer, args.updates)
+            figures[f"{prefix}{name}_ms"] = round(ms, 2)
+            params = sum(p.numel() for p in agent.online.parameters())
+            label = f"{preset} ({'compiled' if mode == 'on' else 'eager'})"
+            print(f"{label:>26}: {ms:7.2f} ms/update  {1e3 / ms:6.1f} updates/s  ({params:,} parameters)",
+                  flush=True)
+    figures["base_gflops"] = round(flops / figures["base_ms"] / 1e6, 1)
     peak = peak_gflops()
     figures["peak_gflops"] = round(max(peak.values()), 1)
     figures["peak_matmul_gflops"] = round(peak["matmul"], 1)
@@ -134,9 +143,18 @@ def main() -> None:
     print(f"base update: {figures['base_gflop_per_update']} GFLOP -> {figures['base_gflops']} GFLOP/s; "
           f"peak {figures['peak_gflops']} GFLOP/s (matmul {peak['matmul']:.0f}, conv {peak['conv']:.0f}); "
           f"{100 * figures['base_fraction_of_peak']:.0f}% of peak; SAM/base {figures['sam_over_base']:.2f}x")
+    if len(modes) == 2:
+        print(f"compiled/eager: base {figures['base_ms'] / figures['eager_base_ms']:.2f}x, "
+              f"PLASTIC† {figures['dagger_ms'] / figures['eager_dagger_ms']:.2f}x, "
+              f"PLASTIC {figures['plastic_ms'] / figures['eager_plastic_ms']:.2f}x")
+    updates_100k = 2 * (100_000 - 2_000)
+    figures["dagger_100k_update_hours"] = round(updates_100k * figures["dagger_ms"] / 3.6e6, 2)
+    print(f"PLASTIC† Atari-100k at replay ratio 2: {updates_100k:,} updates x {figures['dagger_ms']:.1f} ms = "
+          f"{figures['dagger_100k_update_hours']:.2f} h of updates")
     if args.loop_steps:
-        figures["loop_env_steps_per_s"] = round(loop_speed(args.loop_steps, args.threads), 1)
-        print(f"full loop (Pong, PLASTIC†, RR 2): {figures['loop_env_steps_per_s']} env steps/s")
+        mode = modes[-1]
+        figures["loop_env_steps_per_s"] = round(loop_speed(args.loop_steps, args.threads, mode), 1)
+        print(f"full loop (Pong, PLASTIC†, RR 2, compile {mode}): {figures['loop_env_steps_per_s']} env steps/s")
     print(json.dumps(figures))
 
 

@@ -8,6 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from plastic.agents.augment import augment, intensity, random_shift
+from plastic.agents.compiled import cpp_compiler
 from plastic.agents.distributional import project_distribution
 from plastic.agents.rainbow import RainbowAgent
 from plastic.config import build, parse_overrides
@@ -136,14 +137,14 @@ def test_sam_update_computes_the_target_once_and_priorities_from_the_clean_pass(
     indices, clean_loss = reference_clean_loss(reference, reference_buffer, progress=0.5)
 
     target_calls, target_forwards, online_outputs = [], [], []
-    original = agent.target_distribution
+    original = agent._target_pass  # what `update` calls: target_distribution, or its compiled form
 
     def counting_target_distribution(*args):
         result = original(*args)
         target_calls.append(result)
         return result
 
-    agent.target_distribution = counting_target_distribution
+    agent._target_pass = counting_target_distribution
     agent.target.register_forward_hook(lambda module, inputs, output: target_forwards.append(1))
     agent.online.register_forward_hook(lambda module, inputs, output: online_outputs.append(output.detach()))
     captured = capture_priorities(buffer)
@@ -355,3 +356,34 @@ def test_padded_crop_reference_agrees_with_torch_replicate_padding():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     np.testing.assert_array_equal(F.pad(x, (1, 1, 1, 1), mode="replicate").numpy(),
                                   np.pad(x.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge"))
+
+
+# --------------------------------------------------------------------------------------------- torch.compile
+def test_compile_auto_is_on_only_for_long_atari_runs():
+    assert build("atari:Pong", "base", overrides={"steps": 100_000}).compile_enabled
+    assert not build("atari:Pong", "base", overrides={"steps": 10_000}).compile_enabled
+    assert not build("minatar:breakout", "base", overrides={"steps": 100_000}).compile_enabled
+    assert build("minatar:breakout", "base", overrides={"compile": "on"}).compile_enabled
+    assert not build("atari:Pong", "base", overrides={"steps": 100_000, "compile": "off"}).compile_enabled
+    with pytest.raises(ValueError, match="'compile' = 'fast'; allowed: auto, on, off"):
+        build("atari:Pong", "base", overrides={"compile": "fast"})
+    with pytest.raises(ValueError, match="compile=off for dmc"):
+        build("dmc:cartpole-swingup", "base", overrides={"compile": "on"})
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile needs a C++ compiler")
+def test_compiled_updates_match_eager_updates(tmp_path, monkeypatch):
+    """The compiled passes compute the same update as the eager ones (to float rounding): same seed, same batches,
+    same noise, so after three updates (SAM, LN, CReLU all on) the online weights and the priorities agree."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch._dynamo.reset()
+    agents = [make_agent("plastic", f"compile={mode}") for mode in ("off", "on")]
+    buffers = [filled_buffer(agent) for agent in agents]
+    for _ in range(3):
+        metrics = [agent.update(buffer, 0.5) for agent, buffer in zip(agents, buffers)]
+        assert metrics[0]["losses/td_loss"] == pytest.approx(metrics[1]["losses/td_loss"], rel=1e-5)
+    assert not agents[1]._loss_pass.failed
+    for eager, compiled in zip(agents[0].online.parameters(), agents[1].online.parameters(), strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    slots = np.arange(len(buffers[0]))
+    np.testing.assert_allclose(buffers[1].sum_tree.get(slots), buffers[0].sum_tree.get(slots), rtol=1e-4)

@@ -7,7 +7,7 @@ import torch
 from plastic.plasticity import ConvLayerNorm, CReLU
 from plastic.synthetic.data import ImageDataset
 from plastic.synthetic.experiment import Method, RunConfig, _intervene, _make_optimizer, parse_methods, run_many, run_seed
-from plastic.synthetic.model import build_model, update_flops
+from plastic.synthetic.model import PatchConv2d, build_model, update_flops
 
 
 def tiny_dataset(n_train=64, n_test=32, size=8, seed=0):
@@ -41,6 +41,44 @@ def test_paper_model_has_app_a2_shapes_and_about_0_3_gflop_per_update():
     assert abs(update_flops(model) / 1e9 - 0.30) < 0.01
     code = build_model((3, 32, 32), strides=(3, 1, 1))  # public code: 64 x 6 x 6 features, 1.30M parameters
     assert sum(p.numel() for p in code.parameters()) == pytest.approx(1.30e6, rel=0.01)
+
+
+@pytest.mark.parametrize("in_channels, size, kernel, stride, tiles", [
+    (8, 32, 3, 3, True),   # 32x32 -> 10x10 (the last 2 rows/columns are not seen, as in nn.Conv2d)
+    (32, 10, 3, 3, True),  # paper conv2: 10x10 -> 3x3
+    (64, 3, 3, 1, True),   # paper conv3: one output position
+    (32, 4, 2, 2, True),   # digits conv2
+    (3, 32, 3, 3, False),  # paper conv1: too few inputs per output for a matmul to pay; the ordinary convolution
+    (32, 10, 3, 1, False),  # public code's stride 1: overlapping fields, the ordinary convolution
+])
+def test_patch_conv_equals_conv2d_values_gradients_and_hessian_products(in_channels, size, kernel, stride, tiles):
+    torch.manual_seed(0)
+    patch = PatchConv2d(in_channels, 8, kernel, stride).double()
+    conv = torch.nn.Conv2d(in_channels, 8, kernel, stride).double()
+    conv.load_state_dict(patch.state_dict())
+    assert (patch._tiles(size, size) is not None) == tiles
+    x = torch.randn(4, in_channels, size, size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    target = torch.randn_like(conv(x))
+    results = []
+    for layer in (patch, conv):
+        params = list(layer.parameters())
+        loss = ((layer(x) - target) ** 2).sum() ** 1.5  # not quadratic, so the Hessian depends on the point
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        vector = [torch.ones_like(p) for p in params]
+        hvp = torch.autograd.grad(grads, params, vector)
+        results.append((layer(x), grads, hvp))
+    (y_patch, g_patch, h_patch), (y_conv, g_conv, h_conv) = results
+    torch.testing.assert_close(y_patch, y_conv, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g_patch + h_patch, g_conv + h_conv, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_digits_model_is_three_2x2_stride_2_convs_ending_in_one_position():
+    model = build_model((1, 8, 8))
+    convs = [m for m in model.backbone if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.stride) for c in convs] == [((2, 2), (2, 2))] * 3
+    assert model.head[1].in_features == 64
+    assert [c._tiles(s, s) is not None for c, s in zip(convs, (8, 4, 2))] == [False, True, True]
 
 
 def test_layer_norm_and_crelu_switches_change_the_model():

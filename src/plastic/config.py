@@ -165,6 +165,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
     # else uses a core, and two 1-thread runs beat one 2-thread run (PERF_NOTES.md)
+    compile: str = "auto"  # torch.compile the Rainbow update's passes: on | off | auto (= on for Atari runs of at
+    # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
     eval_episodes: int = 100
@@ -188,6 +190,12 @@ class TrainConfig:
     @property
     def domain(self) -> str:
         return self.env.split(":", 1)[0]
+
+    @property
+    def compile_enabled(self) -> bool:
+        if self.compile == "auto":
+            return self.domain == "atari" and self.steps >= COMPILE_AUTO_MIN_STEPS
+        return self.compile == "on"
 
     @property
     def methods(self) -> list[str]:
@@ -323,7 +331,9 @@ _CHOICES = {
     "crelu.width_mode": ("double_input", "halve_output"),
     "reset.optimizer": ("reset", "all", "none"),
     "device": ("auto", "cpu", "cuda"),
+    "compile": ("auto", "on", "off"),
 }
+COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
 _POSITIVE = (
     "steps", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes", "eval_envs", "log_every",
     "rainbow.batch_size", "rainbow.n_step", "rainbow.num_atoms", "rainbow.hidden", "rainbow.buffer_size",
@@ -379,6 +389,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"config key 'reset.interval' = {config.reset.interval} must be > 0")
     if config.rainbow.hidden is None:
         config.rainbow.hidden = 128 if domain == "minatar" else 512
+    if config.compile == "on" and continuous:
+        raise ValueError("config key 'compile' = 'on' is implemented for the Rainbow agent (atari, minatar); "
+                         "use compile=off for dmc")
     if config.sac.learning_rate is None:
         config.sac.learning_rate = 3e-4
     if config.sac.learning_rate <= 0 or config.rainbow.learning_rate <= 0:

@@ -69,6 +69,15 @@ class RainbowAgent:
             check_sam_compatible(self.online)
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)
+        # The update's two passes, compiled when config.compile asks for it (agents/compiled.py); probes and acting
+        # use the eager methods (double backward and batch-1 calls stay out of the compiled graphs).
+        self._target_pass, self._loss_pass = self.target_distribution, self._per_sample_loss
+        if config.compile_enabled:
+            from plastic.agents.compiled import MaybeCompiled
+
+            strict = config.compile == "on"
+            self._target_pass = MaybeCompiled(self.target_distribution, strict=strict)
+            self._loss_pass = MaybeCompiled(self._per_sample_loss, strict=strict)
 
     # ------------------------------------------------------------------ structure, for hooks
     def param_groups(self) -> list[dict]:
@@ -184,10 +193,10 @@ class RainbowAgent:
 
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)
-        target_probs = self.target_distribution(next_obs, reward, discount)
+        target_probs = self._target_pass(next_obs, reward, discount)
 
         self.optimizer.zero_grad(set_to_none=True)
-        loss_per_sample = self._per_sample_loss(obs, action, target_probs)
+        loss_per_sample = self._loss_pass(obs, action, target_probs)
         loss = (weights * loss_per_sample).mean()
         loss.backward()
         if self.config.sam.enabled:
@@ -195,7 +204,7 @@ class RainbowAgent:
             self.optimizer.first_step(zero_grad=True)
             if self.config.sam.noise == "independent":
                 self.online.reset_noise(self.generator)
-            perturbed_loss = (weights * self._per_sample_loss(obs, action, target_probs)).mean()
+            perturbed_loss = (weights * self._loss_pass(obs, action, target_probs)).mean()
             perturbed_loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), rainbow.max_grad_norm)
             self.optimizer.second_step()

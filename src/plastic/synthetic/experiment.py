@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from plastic.runtime import tune_allocator
 from plastic.synthetic.data import LABEL_MAP_MODES, ImageDataset, chunk_indices, label_permutations
 from plastic.synthetic.model import build_model
 
@@ -282,6 +283,7 @@ _worker_progress: Any = None
 def _init_worker(dataset: ImageDataset, progress: Any) -> None:
     global _worker_dataset, _worker_progress
     torch.set_num_threads(1)
+    tune_allocator()
     _worker_dataset, _worker_progress = dataset, progress
 
 
@@ -304,6 +306,7 @@ def run_many(
     runs = list(runs)
     results: list[list[dict[str, Any]] | None] = [None] * len(runs)
     if workers <= 1 or len(runs) <= 1:
+        tune_allocator()
         for position, (config, seed) in enumerate(runs):
             results[position] = run_seed(dataset, config, seed, on_phase)
             if on_run is not None:

@@ -10,7 +10,6 @@ resumed from its last checkpoint ends identical to the same run without interrup
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import signal
@@ -24,6 +23,7 @@ import torch
 
 from plastic import __version__
 from plastic.config import TrainConfig, save as save_config
+from plastic.runtime import tune_allocator
 from plastic.training.checkpoint import load_latest_checkpoint, save_checkpoint
 from plastic.training.evaluation import evaluate
 from plastic.training.files import atomic_write_text
@@ -41,18 +41,6 @@ class TrainingInterrupted(Exception):
         super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
         self.signum = signum
         self.checkpoint = checkpoint
-
-
-def tune_allocator() -> None:
-    """Keep glibc from mapping and zeroing the noisy layers' multi-MB temporaries on every update (PERF_NOTES.md:
-    64-69 -> 46-52 ms per update with the MKL fix). Harmless elsewhere; a no-op off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 << 20)
-    libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -195,7 +183,8 @@ class Trainer:
         print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
         print(f"env {config.env} | preset {config.preset} | methods {','.join(config.methods) or 'none'} | "
               f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} | "
-              f"device {self.device} | threads {torch.get_num_threads()}", flush=True)
+              f"device {self.device} | threads {torch.get_num_threads()} | "
+              f"compile {'on' if config.compile_enabled else 'off'}", flush=True)
         print(f"parameters: {params:,} ({params / 1e6:.2f}M) in the online network", flush=True)
         if config.backbone_checkpoint:
             state = "frozen" if config.freeze_backbone else "trained"
