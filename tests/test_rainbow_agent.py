@@ -1,6 +1,7 @@
 """DrQ(ε)-Rainbow agent with the PLASTIC switches: network sizes, SAM done right, EMA target, resets, augmentation."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -387,3 +388,27 @@ def test_compiled_updates_match_eager_updates(tmp_path, monkeypatch):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
     slots = np.arange(len(buffers[0]))
     np.testing.assert_allclose(buffers[1].sum_tree.get(slots), buffers[0].sum_tree.get(slots), rtol=1e-4)
+
+
+def test_a_failed_compile_falls_back_to_eager_under_auto_and_names_the_fix_under_on(monkeypatch):
+    from plastic.agents import compiled
+
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("inductor: C++ compile failed\nlong log ...")
+        return run
+
+    monkeypatch.setattr(compiled.torch, "compile", broken_compile)
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: "/usr/bin/g++")
+    lenient = compiled.MaybeCompiled(lambda x: x * 2, strict=False)
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(inductor: C\+\+ compile failed\); running eagerly"):
+        assert lenient(torch.tensor(3.0)) == 6.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # eager from then on, without a second warning
+        assert lenient.failed and lenient(torch.tensor(4.0)) == 8.0
+    strict = compiled.MaybeCompiled(lambda x: x * 2, strict=True)
+    with pytest.raises(ValueError, match="torch.compile failed .*; run with --set compile=off"):
+        strict(torch.tensor(3.0))
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: None)
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        compiled.MaybeCompiled(lambda x: x, strict=True)
