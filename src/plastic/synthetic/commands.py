@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-reset-optimizer", action="store_true", help="keep the head's momentum on a reset")
     parser.add_argument("--redo-tau", type=float, default=0.1, help="ReDo dormancy threshold")
     parser.add_argument("--strides", choices=tuple(STRIDE_CHOICES), default=None,
-                        help="CIFAR conv strides: paper (3,3,1, default) or code (3,1,1); digits uses (1,1,1)")
+                        help="CIFAR conv strides: paper (3,3,1, default) or code (3,1,1); digits uses 2x2 convs, strides (2,2,2)")
     parser.add_argument("--label-map", choices=("permutation", "shift"), default="permutation",
                         help="label adaptation: random permutation (paper) or cyclic shift (public code)")
     parser.add_argument("--probe-every", type=int, default=25, help="probe λmax / active units every N phases; 0 = off")
@@ -89,7 +89,7 @@ def _configs(args: argparse.Namespace):
     strides = None
     if args.strides is not None:
         if args.dataset == "digits":
-            raise UserError("--strides applies to cifar10 only (digits uses 1,1,1)")
+            raise UserError("--strides applies to cifar10 only (digits uses 2x2 convs with strides 2,2,2)")
         strides = STRIDE_CHOICES[args.strides]
     try:
         methods = parse_methods(args.methods)

@@ -119,7 +119,8 @@ class RunConfig:
     phases: int = 100
     updates_per_phase: int = 500
     strides: tuple[int, ...] | None = None
-    """Conv strides; None = the paper's (3, 3, 1) where they fit, else (1, 1, 1) (digits); (3, 1, 1) = public code."""
+    """Conv strides; None = the paper's (3, 3, 1) where they fit, else the digits model's 2x2 convs with strides
+    (2, 2, 2) (`model.default_architecture`); (3, 1, 1) = public code."""
     label_map: str = "permutation"
     """`permutation` (paper) or `shift` ((y + phase) mod classes, public code)."""
     probe_every: int = 25

@@ -7,7 +7,8 @@ receptive fields tile the image, ending in one position with 64 channels), at ab
 
 With the paper's strides every conv's receptive fields tile its input without overlap (stride = kernel, or a single
 output position), so a conv is exactly one matmul over the input's patches (`PatchConv2d`): same parameters, same
-values to float rounding, and on CPU much faster than oneDNN's backward of a small strided convolution.
+values to float rounding, and on CPU faster than oneDNN's backward of a small strided convolution where the matmul
+is wide enough (conv2 and conv3; conv1, with 27 inputs per output, stays a convolution).
 
 Switches from the toolkit (`plastic.plasticity`):
 - `layer_norm`: LayerNorm after every conv (`ConvLayerNorm`) and every hidden FC layer, before the activation
