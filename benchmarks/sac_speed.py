@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import plastic  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE before torch allocates, as the `plastic` command does)
 import torch
 
 from plastic.agents.sac import SACAgent

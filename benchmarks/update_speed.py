@@ -8,7 +8,7 @@ Ends with one JSON line (keys: base_ms, sam_ms, dagger_ms, plastic_ms, base_gflo
 With `--compile both` (the default) every preset is timed eager and compiled (config `compile`, what a long Atari
 run uses); the main keys then hold the compiled figures and `eager_*_ms` the eager ones.
 
-    python benchmarks/update_speed.py [--threads 1] [--updates 30] [--compile both|on|off] [--loop-steps 1500]
+    python benchmarks/update_speed.py [--threads 1] [--updates 10] [--rounds 5] [--compile both|on|off] [--loop-steps 1500]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import statistics
 import time
 
 import numpy as np
+
+import plastic  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE before torch allocates, as the `plastic` command does)
 import torch
 
 
@@ -27,7 +29,6 @@ def build(preset: str, actions: int, fill: int, device: torch.device, compile: s
     from plastic.agents.rainbow import RainbowAgent
     from plastic.replay import ReplayBuffer
 
-    torch._dynamo.reset()  # each agent compiles afresh, as in a run (no guards or cache limits shared between agents)
     config = config_module.build("atari:Pong", preset, overrides={"compile": compile})
     agent = RainbowAgent(config, (4, 84, 84), actions, device)
     buffer = ReplayBuffer(seed=0, frame_shape=(1, 84, 84), frame_stack=4, **agent.replay_options())
@@ -46,16 +47,20 @@ def build(preset: str, actions: int, fill: int, device: torch.device, compile: s
     return agent, buffer
 
 
-def time_updates(agent, buffer, updates: int, rounds: int = 3) -> float:
-    for _ in range(3):  # warm-up; compiles on the first call when compile is on
-        agent.update(buffer, 0.5)
-    best = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(updates):
+def time_updates(runs: dict, updates: int, rounds: int = 5) -> dict[str, float]:
+    """Median ms per update of each (agent, buffer) in `runs`, the agents taking turns round by round, so that a
+    slow spell of this shared machine hits them all alike rather than whichever ran during it."""
+    for agent, buffer in runs.values():
+        for _ in range(3):  # warm-up; compiles on the first call when compile is on
             agent.update(buffer, 0.5)
-        best.append((time.perf_counter() - started) / updates)
-    return statistics.median(best) * 1e3
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (agent, buffer) in runs.items():
+            started = time.perf_counter()
+            for _ in range(updates):
+                agent.update(buffer, 0.5)
+            times[name].append((time.perf_counter() - started) / updates)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
 def update_flops(agent, buffer) -> float:
@@ -107,7 +112,8 @@ def loop_speed(steps: int, threads: int, compile: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--updates", type=int, default=10, help="updates per agent per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each preset's median round is reported")
     parser.add_argument("--actions", type=int, default=18, help="18 = full action set (PERF_NOTES' figures)")
     parser.add_argument("--fill", type=int, default=5000, help="transitions in the buffer")
     parser.add_argument("--compile", choices=("both", "on", "off"), default="both",
@@ -123,16 +129,18 @@ def main() -> None:
     flops = update_flops(*build("base", args.actions, args.fill, device))  # counted eagerly; compiling keeps FLOPs
     figures["base_gflop_per_update"] = round(flops / 1e9, 3)
     modes = ("off", "on") if args.compile == "both" else (args.compile,)
+    presets = {"base": "base", "sam": "sam", "dagger": "plastic-dagger", "plastic": "plastic"}
     for mode in modes:
         prefix = "eager_" if mode == "off" and len(modes) == 2 else ""
-        for name, preset in (("base", "base"), ("sam", "sam"), ("dagger", "plastic-dagger"), ("plastic", "plastic")):
-            agent, buffer = build(preset, args.actions, args.fill, device, compile=mode)
-            ms = time_updates(agent, buffer, args.updates)
+        torch._dynamo.reset()
+        runs = {name: build(preset, args.actions, args.fill, device, compile=mode) for name, preset in presets.items()}
+        for name, ms in time_updates(runs, args.updates, args.rounds).items():
             figures[f"{prefix}{name}_ms"] = round(ms, 2)
-            params = sum(p.numel() for p in agent.online.parameters())
-            label = f"{preset} ({'compiled' if mode == 'on' else 'eager'})"
+            params = sum(p.numel() for p in runs[name][0].online.parameters())
+            label = f"{presets[name]} ({'compiled' if mode == 'on' else 'eager'})"
             print(f"{label:>26}: {ms:7.2f} ms/update  {1e3 / ms:6.1f} updates/s  ({params:,} parameters)",
                   flush=True)
+        del runs
     figures["base_gflops"] = round(flops / figures["base_ms"] / 1e6, 1)
     peak = peak_gflops()
     figures["peak_gflops"] = round(max(peak.values()), 1)

@@ -1,4 +1,8 @@
-"""Process-wide runtime tuning shared by every long job (training, the synthetic experiments, benchmarks)."""
+"""Process-wide runtime tuning shared by every long job (training, the synthetic experiments, benchmarks).
+
+Also see `plastic/__init__.py`, which sets `THP_MEM_ALLOC_ENABLE=1` (transparent huge pages for torch's large CPU
+allocations) before torch can read it; spawned workers inherit it through the environment.
+"""
 
 from __future__ import annotations
 
