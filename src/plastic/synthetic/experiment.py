@@ -195,8 +195,19 @@ def _probe(model, x, y, generator: torch.Generator, iters: int) -> dict[str, flo
     return {"lambda_max": lambda_max, **{f"active/{key}": value for key, value in active.items()}}
 
 
-def _as_images(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array).contiguous(memory_format=torch.channels_last)
+class _Images:
+    """Images kept as one contiguous NHWC tensor; `take(index)` returns an NCHW batch in channels_last memory.
+    Gathering whole NHWC rows with index_select is ~5x faster than fancy indexing a channels_last NCHW tensor
+    (44 vs 228 us for a CIFAR batch of 128 on one core)."""
+
+    def __init__(self, array: np.ndarray):
+        self.nhwc = torch.from_numpy(array).permute(0, 2, 3, 1).contiguous()
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return self.nhwc.index_select(0, index).permute(0, 3, 1, 2)
+
+    def all(self) -> torch.Tensor:
+        return self.nhwc.permute(0, 3, 1, 2)
 
 
 def run_seed(
@@ -219,7 +230,7 @@ def run_seed(
     generator = torch.Generator().manual_seed(seed)
     probe_generator = torch.Generator().manual_seed(seed + 1_000_003)
 
-    train_x, test_x = _as_images(dataset.train_images), _as_images(dataset.test_images)
+    train_x, test_x = _Images(dataset.train_images), _Images(dataset.test_images)
     train_y, test_y = torch.from_numpy(dataset.train_labels), torch.from_numpy(dataset.test_labels)
     if config.scenario == "input" and len(train_y) < config.phases:
         raise ValueError(f"{len(train_y)} training examples cannot make phases={config.phases} chunks")
@@ -236,25 +247,25 @@ def run_seed(
             labels, test_labels = label_maps[phase][train_y], label_maps[phase][test_y]
 
         if phase > 0 and phase % config.reset_interval == 0:
-            _intervene(model, optimizer, config, train_x[buffer[: config.probe_samples]], generator)
+            _intervene(model, optimizer, config, train_x.take(buffer[: config.probe_samples]), generator)
 
         losses = []
         for _ in range(config.updates_per_phase):
             index = buffer[torch.randint(len(buffer), (config.batch_size,), generator=generator)]
-            losses.append(_train_step(model, optimizer, train_x[index], labels[index], "sam" in method))
+            losses.append(_train_step(model, optimizer, train_x.take(index), labels[index], "sam" in method))
 
         row: dict[str, Any] = {
             "scenario": config.scenario,
             "method": method.name,
             "seed": seed,
             "phase": phase,
-            "test_accuracy": accuracy(model, test_x, test_labels),
+            "test_accuracy": accuracy(model, test_x.all(), test_labels),
             "train_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
         }
         last = phase == config.phases - 1
         if config.probe_every and ((phase + 1) % config.probe_every == 0 or last):
             pick = buffer[torch.randint(len(buffer), (config.probe_samples,), generator=probe_generator)]
-            row.update(_probe(model, train_x[pick], labels[pick], probe_generator, config.hessian_iters))
+            row.update(_probe(model, train_x.take(pick), labels[pick], probe_generator, config.hessian_iters))
         rows.append(row)
         if on_phase is not None:
             on_phase(1)
