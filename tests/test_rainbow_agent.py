@@ -412,3 +412,13 @@ def test_a_failed_compile_falls_back_to_eager_under_auto_and_names_the_fix_under
     monkeypatch.setattr(compiled, "cpp_compiler", lambda: None)
     with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
         compiled.MaybeCompiled(lambda x: x, strict=True)
+
+
+def test_augmenting_uint8_frames_equals_augmenting_their_float_values_with_the_same_draws():
+    frames = torch.randint(0, 256, (6, 4, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    first, second = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    expected = augment(frames.float() / 255.0, 3, 0.05, first)
+    from plastic.agents.augment import augment_frames
+
+    torch.testing.assert_close(augment_frames(frames, 3, 0.05, second), expected, rtol=0, atol=0)
+    assert torch.equal(first.get_state(), second.get_state())

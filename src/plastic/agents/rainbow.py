@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plastic.agents.augment import augment
+from plastic.agents.augment import augment_frames
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
 from plastic.nets.rainbow import RainbowNetwork
@@ -161,10 +161,12 @@ class RainbowAgent:
 
     # ------------------------------------------------------------------ learning
     def _batch_tensors(self, batch, augmentation: bool):
-        obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
         if augmentation:
-            obs = augment(obs, self.rainbow.shift_pad, self.rainbow.intensity_scale, self.generator)
-            next_obs = augment(next_obs, self.rainbow.shift_pad, self.rainbow.intensity_scale, self.generator)
+            obs, next_obs = (augment_frames(torch.as_tensor(frames, device=self.device), self.rainbow.shift_pad,
+                                            self.rainbow.intensity_scale, self.generator)
+                             for frames in (batch.obs, batch.next_obs))
+        else:
+            obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
         action = torch.as_tensor(batch.action, device=self.device).long()
         reward = torch.as_tensor(batch.reward, device=self.device).float()
         discount = torch.as_tensor(batch.discount, device=self.device).float()
