@@ -8,9 +8,7 @@ The loop is driven by a fake trainer (a small script that writes metrics, checkp
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from plastic.cli import main
 from plastic.sweep.execution import LocalExecutor
 from plastic.sweep.grid import Trial, env_groups, expand_grid, parse_envs, parse_int_list, parse_methods
 from plastic.sweep.manifest import MANIFEST_NAME, Manifest
