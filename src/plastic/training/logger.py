@@ -59,8 +59,8 @@ class RunLogger:
     def progress(self, step: int, **postfix) -> None:
         self.bar.update(step - self.bar.n)
         if postfix:
-            self.bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in postfix.items()},
-                                 refresh=False)
+            self.bar.set_postfix({k: (("-" if math.isnan(v) else f"{v:.3g}") if isinstance(v, float) else v)
+                                  for k, v in postfix.items()}, refresh=False)
 
     def state_dict(self) -> dict:
         self._file.flush()

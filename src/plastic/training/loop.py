@@ -195,6 +195,7 @@ class Trainer:
         learning_starts = agent.learning_starts
         window_start, window_step, window_updates, window_update_time = time.perf_counter(), self.step, 0, 0.0
         last_update_metrics: dict[str, float] = {}
+        updates_per_s = math.nan  # the last logged window's rate, shown by the progress bar until the next one
         while self.step < config.steps:
             action = agent.act(self.obs, self.step)
             next_obs, reward, terminated, truncated, info = env.step(action)
@@ -229,7 +230,8 @@ class Trainer:
                 now = time.perf_counter()
                 metrics["charts/SPS"] = (self.step - window_step) / max(now - window_start, 1e-9)
                 if window_updates:
-                    metrics["charts/updates_per_s"] = window_updates / max(window_update_time, 1e-9)
+                    updates_per_s = window_updates / max(window_update_time, 1e-9)
+                    metrics["charts/updates_per_s"] = updates_per_s
                 metrics.update(last_update_metrics)
                 window_start, window_step, window_updates, window_update_time = now, self.step, 0, 0.0
             if config.eval_every and self.step % config.eval_every == 0 and self.step < config.steps:
@@ -239,7 +241,7 @@ class Trainer:
                 self.logger.log(self.step, self.elapsed(), metrics)
             if self.step % 50 == 0 or self.step == config.steps:
                 recent = float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
-                self.logger.progress(self.step, ups=metrics.get("charts/updates_per_s", math.nan), ret=recent)
+                self.logger.progress(self.step, ups=updates_per_s, ret=recent)
             if self.stop_signal is not None:
                 path = save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
                 raise TrainingInterrupted(self.stop_signal, path)
