@@ -157,10 +157,10 @@ class Trainer:
             from plastic.config import to_dict
 
             wandb_config = {"project": config.wandb_project, **to_dict(config)}
+        if not resume:
+            self._print_header()  # before the progress bar, so that the bar stays below it
         self.logger = RunLogger(self.run_dir, total_steps=config.steps, start_step=self.step, state=logger_state,
                                 progress=self.progress, wandb_config=wandb_config)
-        if not resume:
-            self._print_header()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._loop()
