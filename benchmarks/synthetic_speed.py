@@ -1,8 +1,10 @@
 """Speed of the synthetic experiments' training update (App. A.2 CNN, batch 128) on this CPU, in one run.
 
 Ways to train many seeds, each measured here:
-  conv         one seed, the convs as plain nn.Conv2d (oneDNN), 1 thread: the reference point
-  sequential   one seed after another, eager, channels_last, 1 thread, PatchConv2d (what `run_seed` does)
+  conv         one seed, whole images, the convs as plain nn.Conv2d (oneDNN), 1 thread: the reference point
+  patch        one seed, whole images, PatchConv2d, 1 thread
+  sequential   one seed after another, 1 thread, what `run_seed` trains: the blocked path
+               (`SyntheticNet.forward_blocks`) where the model allows it (the paper's strides), else whole images
   vmap-S       S seeds stacked with torch.func (functional_call + vmap + grad), 1 thread
   threads-2    one seed, 2 threads
   processes-2  two 1-thread processes, each training its own seed (what `--workers 2` does)
@@ -58,20 +60,25 @@ def _batches(seed=0, count=8):
     ]
 
 
-def time_sequential(strides, updates, threads=1, seed=0, plain=False) -> float:
-    """Seconds per update of one seed (the experiment's own `_train_step`)."""
+def time_sequential(strides, updates, threads=1, seed=0, way="sequential") -> float:
+    """Seconds per update of one seed with the experiment's own `_train_step`. `way`: "conv" (whole images, plain
+    nn.Conv2d), "patch" (whole images, PatchConv2d), "sequential" (what `run_seed` trains: `forward_blocks` where
+    the model allows it, else whole images)."""
     from plastic.synthetic.experiment import _train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = _model(strides, plain)
+    model = _model(strides, plain=way == "conv")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True)
-    batches = _batches(seed)
+    batches, forward = _batches(seed), model
+    if way == "sequential" and model.block_side is not None:
+        forward = model.forward_blocks
+        batches = [(model.to_blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), y) for x, y in batches]
     for i in range(10):
-        _train_step(model, optimizer, *batches[i % len(batches)], sam=False)
+        _train_step(forward, optimizer, *batches[i % len(batches)], sam=False)
     start = time.perf_counter()
     for i in range(updates):
-        _train_step(model, optimizer, *batches[i % len(batches)], sam=False)
+        _train_step(forward, optimizer, *batches[i % len(batches)], sam=False)
     return (time.perf_counter() - start) / updates
 
 
@@ -185,7 +192,8 @@ def main() -> None:
     print(f"same-run peak, 1 thread: sgemm {peak['matmul']:.0f} GFLOP/s, conv {peak['conv']:.0f} GFLOP/s")
 
     # (name, seconds per update per seed, cores used)
-    ways = [("conv", time_sequential(strides, args.updates, plain=True), 1),
+    ways = [("conv", time_sequential(strides, args.updates, way="conv"), 1),
+            ("patch", time_sequential(strides, args.updates, way="patch"), 1),
             ("sequential", time_sequential(strides, args.updates), 1)]
     for seeds in args.vmap_seeds:
         ways.append((f"vmap-{seeds}", time_vmap(strides, max(3, args.updates // seeds), seeds), 1))

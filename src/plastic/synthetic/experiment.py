@@ -163,12 +163,13 @@ def _make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
     return torch.optim.SGD(model.parameters(), foreach=True, **kwargs)
 
 
-def _train_step(model, optimizer, x, y, sam: bool) -> float:
-    loss = F.cross_entropy(model(x), y)
+def _train_step(forward, optimizer, x, y, sam: bool) -> float:
+    """One SGD (or SAM) update of the model behind `forward` (the model, or its `forward_blocks`) on (x, y)."""
+    loss = F.cross_entropy(forward(x), y)
     if sam:  # Algorithm 1: gradient at w, ascend to w + eps, gradient there, update w
         loss.backward()
         optimizer.first_step(zero_grad=True)
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(forward(x), y).backward()
         optimizer.second_step(zero_grad=True)
     else:
         optimizer.zero_grad(set_to_none=True)
@@ -202,9 +203,20 @@ class _Images:
 
     def __init__(self, array: np.ndarray):
         self.nhwc = torch.from_numpy(array).permute(0, 2, 3, 1).contiguous()
+        self.blocks: torch.Tensor | None = None
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         return self.nhwc.index_select(0, index).permute(0, 3, 1, 2)
+
+    def prepare_blocks(self, model) -> None:
+        """Also keep the images in `model.to_blocks` layout, one row of blocks per image, for `take_blocks`."""
+        blocks = model.to_blocks(self.nhwc)
+        self.blocks = blocks.view(len(self.nhwc), -1, *blocks.shape[1:])
+
+    def take_blocks(self, index: torch.Tensor) -> torch.Tensor:
+        """The blocks of images `index`, as `model.forward_blocks` takes them."""
+        blocks = self.blocks.index_select(0, index)
+        return blocks.view(-1, *blocks.shape[2:]).permute(0, 3, 1, 2)
 
     def all(self) -> torch.Tensor:
         return self.nhwc.permute(0, 3, 1, 2)
@@ -231,6 +243,12 @@ def run_seed(
     probe_generator = torch.Generator().manual_seed(seed + 1_000_003)
 
     train_x, test_x = _Images(dataset.train_images), _Images(dataset.test_images)
+    # Training batches take the blocked path where the architecture allows it (model.block_side: same values,
+    # ~20% faster updates); evaluation, probes and ReDo see whole images through the ordinary forward.
+    blocked = model.block_side is not None
+    if blocked:
+        train_x.prepare_blocks(model)
+    forward, take = (model.forward_blocks, train_x.take_blocks) if blocked else (model, train_x.take)
     train_y, test_y = torch.from_numpy(dataset.train_labels), torch.from_numpy(dataset.test_labels)
     if config.scenario == "input" and len(train_y) < config.phases:
         raise ValueError(f"{len(train_y)} training examples cannot make phases={config.phases} chunks")
@@ -252,7 +270,7 @@ def run_seed(
         losses = []
         for _ in range(config.updates_per_phase):
             index = buffer[torch.randint(len(buffer), (config.batch_size,), generator=generator)]
-            losses.append(_train_step(model, optimizer, train_x.take(index), labels[index], "sam" in method))
+            losses.append(_train_step(forward, optimizer, take(index), labels[index], "sam" in method))
 
         row: dict[str, Any] = {
             "scenario": config.scenario,

@@ -137,6 +137,64 @@ class SyntheticNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
+    # ------------------------------------------------------------------ blocked training path
+    @property
+    def block_side(self) -> int | None:
+        """Side of the image blocks `forward_blocks` takes, or None when the convs do not allow it.
+
+        When every conv but the last has stride = kernel and the last conv has a single output position (the paper's
+        CIFAR model, the digits model), the logits depend only on the top-left `kernel ** depth` pixels, and each
+        first-layer block of `kernel ** 2` pixels on a side feeds exactly one position of the second conv. Laid out
+        block by block in the right order (`to_blocks`, once per dataset), the first conv runs on the blocks and
+        every later conv is one matmul on a view of the previous layer's output: no patch copies, no gradient
+        scatter, and none of the work on pixels the logits never see. Same values as `forward`.
+        """
+        config = self.config
+        depth, kernel = len(config.strides), config.kernel
+        if depth < 2 or any(stride != kernel for stride in config.strides[:-1]):
+            return None
+        _, height, width = config.image_shape
+        if conv_output_size(height, config.strides, kernel) != 1 or conv_output_size(width, config.strides, kernel) != 1:
+            return None
+        return kernel * kernel
+
+    def to_blocks(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) images -> (N * P, side, side, C) contiguous blocks in the order `forward_blocks` expects:
+        for each image, its P = (kernel ** (depth - 2)) ** 2 blocks ordered by the last conv's kernel position first,
+        then the previous one's, and so on."""
+        side = self.block_side
+        if side is None:
+            raise ValueError("this model's convs do not tile the image; use forward()")
+        kernel, depth = self.config.kernel, len(self.config.strides)
+        count, _, _, channels = images.shape
+        outer = [kernel] * (depth - 2)  # kernel positions of convs 3..depth, outermost (the last conv) first
+        used = side * kernel ** (depth - 2)
+        grid = images[:, :used, :used].reshape(count, *outer, side, *outer, side, channels)
+        levels = len(outer) + 1
+        order = [0] + [axis for level in range(levels) for axis in (1 + level, 1 + levels + level)] + [1 + 2 * levels]
+        return grid.permute(order).reshape(-1, side, side, channels).contiguous()
+
+    def forward_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Logits from `to_blocks` output given as an NCHW view (`blocks.permute(0, 3, 1, 2)`)."""
+        kernel = self.config.kernel
+        modules = iter(self.backbone)
+        h = next(modules)(blocks)  # the first conv (an ordinary convolution) on each block
+        first_conv_done = False
+        for module in modules:
+            if isinstance(module, nn.Conv2d):
+                if not first_conv_done:  # (rows, C, k, k) maps -> rows of k*k*C features in (y, x, c) order
+                    h = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)
+                    first_conv_done = True
+                else:  # group the k*k consecutive rows of one position of this conv into its features
+                    h = h.reshape(h.shape[0] // (kernel * kernel), -1)
+                weight = module.weight.permute(0, 2, 3, 1).reshape(module.out_channels, -1)
+                h = F.linear(h, weight, module.bias)
+            elif isinstance(module, ConvLayerNorm) and h.dim() == 2:
+                h = F.layer_norm(h, (module.num_channels,), module.weight, module.bias, module.eps)
+            else:
+                h = module(h)
+        return self.head(h)
+
 
 def build_model(
     image_shape: tuple[int, int, int],
