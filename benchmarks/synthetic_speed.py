@@ -207,7 +207,7 @@ def main() -> None:
     for name, seconds, cores in ways:
         per_core = gflop / seconds / cores
         # seconds per update per seed on `cores` cores; a 1-core way runs twice (2 processes) on 2 cores
-        wall = 30 * 50_000 * seconds * (2 if name == "processes-2" else cores) / 2
+        wall = 30 * 50_000 * seconds * cores / 2
         report["ways"][name] = {"updates_per_s": 1 / seconds, "gflops_per_core": per_core,
                                 "percent_of_peak": 100 * per_core / best_peak, "projected_30_seed_minutes": wall / 60}
         print(f"{name:12s} {1 / seconds:10.1f} {per_core:13.1f} {100 * per_core / best_peak:6.0f}% {wall / 60:20.1f} min")
