@@ -37,16 +37,17 @@ class MaybeCompiled:
     """`fn`, compiled on first use; falls back to `fn` itself (eager) when compilation fails and `strict` is off."""
 
     def __init__(self, fn: Callable, *, strict: bool):
-        if strict and cpp_compiler() is None:
+        has_compiler = cpp_compiler() is not None
+        if strict and not has_compiler:
             raise ValueError("compile = 'on' needs a C++ compiler for torch.compile (none found as $CXX or g++); "
                              "install g++ (e.g. apt install g++) or run with --set compile=off")
+        if not has_compiler:
+            warnings.warn("torch.compile skipped: no C++ compiler ($CXX or g++); running eagerly", stacklevel=2)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir()))
         self.eager = fn
         self.compiled = torch.compile(fn, dynamic=False)
         self.strict = strict
-        self.failed = cpp_compiler() is None
-        if self.failed:
-            warnings.warn("torch.compile skipped: no C++ compiler ($CXX or g++); running eagerly", stacklevel=2)
+        self.failed = not has_compiler
 
     def __call__(self, *args, **kwargs):
         if self.failed:
@@ -54,7 +55,8 @@ class MaybeCompiled:
         try:
             return self.compiled(*args, **kwargs)
         except Exception as error:  # dynamo/inductor failures come in many types (BackendCompilerFailed, ...)
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = str(error).strip()
+            reason = message.splitlines()[0] if message else type(error).__name__
             if self.strict:
                 raise ValueError(f"torch.compile failed ({reason}); run with --set compile=off") from error
             warnings.warn(f"torch.compile failed ({reason}); running eagerly", stacklevel=2)
