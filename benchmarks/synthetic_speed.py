@@ -3,18 +3,20 @@
 Ways to train many seeds, each measured here:
   conv         one seed, whole images, the convs as plain nn.Conv2d (oneDNN), 1 thread: the reference point
   patch        one seed, whole images, PatchConv2d, 1 thread
-  sequential   one seed after another, 1 thread, what `run_seed` trains: the blocked path
-               (`SyntheticNet.forward_blocks`) where the model allows it (the paper's strides), else whole images
+  sequential   one seed after another, 1 thread, what `run_seed` trains: the patch path
+               (`SyntheticNet.forward_patches`) where the model allows it (the paper's strides), else whole images
   vmap-S       S seeds stacked with torch.func (functional_call + vmap + grad), 1 thread
   threads-2    one seed, 2 threads
   processes-2  two 1-thread processes, each training its own seed (what `--workers 2` does)
-  run-seed     `run_seed` itself, 1 thread, on CIFAR-sized random data, `--phases` phases of 500 updates (set-up
-               excluded): batches gathered from 50,000 training images, test accuracy on 10,000 images after every
-               phase (no probes)
+  run-seed     `run_many` with one seed in this process, 1 thread, on CIFAR-sized random data, `--phases` phases
+               of 500 updates (set-up excluded): batches gathered from 50,000 training images, test accuracy on
+               10,000 images after every phase (no probes)
+  run-many-2   the same with two seeds in two 1-thread worker processes: what `plastic synthetic` runs
 plus the peaks of the same run: a 2048^3 sgemm and a large channels_last conv, 1 thread.
 
-Prints updates/s, GFLOP/s (per core used) and % of the same-run peak for each way, and the projected wall time of a
-30-seed x 50,000-update run of one method on both cores with the fastest way.
+Prints updates/s, GFLOP/s (per core used) and % of the same-run peak for each way, the projected wall time of a
+30-seed x 50,000-update run of one method on both cores for each way, and (from run-many-2 plus the measured cost of
+the default probes) that of `plastic synthetic` end to end.
 
     python benchmarks/synthetic_speed.py [--strides paper|code] [--updates 100] [--json out.json]
 """
@@ -62,7 +64,7 @@ def _batches(seed=0, count=8):
 
 def time_sequential(strides, updates, threads=1, seed=0, way="sequential") -> float:
     """Seconds per update of one seed with the experiment's own `_train_step`. `way`: "conv" (whole images, plain
-    nn.Conv2d), "patch" (whole images, PatchConv2d), "sequential" (what `run_seed` trains: `forward_blocks` where
+    nn.Conv2d), "patch" (whole images, PatchConv2d), "sequential" (what `run_seed` trains: `forward_patches` where
     the model allows it, else whole images)."""
     from plastic.synthetic.experiment import _train_step
 
@@ -71,9 +73,9 @@ def time_sequential(strides, updates, threads=1, seed=0, way="sequential") -> fl
     model = _model(strides, plain=way == "conv")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True)
     batches, forward = _batches(seed), model
-    if way == "sequential" and model.block_side is not None:
-        forward = model.forward_blocks
-        batches = [(model.to_blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), y) for x, y in batches]
+    if way == "sequential" and model.patch_rows is not None:
+        forward = model.forward_patches
+        batches = [(model.to_patches(x.permute(0, 2, 3, 1)), y) for x, y in batches]
     for i in range(10):
         _train_step(forward, optimizer, *batches[i % len(batches)], sam=False)
     start = time.perf_counter()
@@ -131,28 +133,51 @@ def time_processes(strides, updates, processes=2) -> float:
     return max(per_update) / processes
 
 
-def time_run_seed(strides, phases: int, updates_per_phase: int = 500) -> float:
-    """Seconds per update of `run_seed` (batch gathering and per-phase evaluation included), 1 thread: the time of
-    1 + `phases` phases minus that of 1 phase, so that the one-off set-up (model, data layout) is left out."""
+def _random_cifar():
     import numpy as np
 
     from plastic.synthetic.data import ImageDataset
-    from plastic.synthetic.experiment import RunConfig, run_seed
 
-    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     images = rng.random((60_000, 3, 32, 32), dtype=np.float32)
     labels = rng.integers(0, 10, 60_000)
-    dataset = ImageDataset.from_arrays("random-cifar", images[:50_000], labels[:50_000], images[50_000:],
-                                       labels[50_000:], 10)
+    return ImageDataset.from_arrays("random-cifar", images[:50_000], labels[:50_000], images[50_000:],
+                                    labels[50_000:], 10)
+
+
+def time_run_many(strides, phases: int, workers: int, updates_per_phase: int = 500) -> float:
+    """Wall seconds per seed-update of `run_many` training `workers` seeds in `workers` 1-thread processes (1: in
+    this process) on CIFAR-sized random data: batch gathering and the test accuracy on 10,000 images after every
+    phase included, no probes. Measured as the wall time of 1 + `phases` phases minus that of 1 phase, so that the
+    one-off set-up (process start, model, data layout) is left out."""
+    from plastic.synthetic.experiment import RunConfig, run_many
+
+    torch.set_num_threads(1)
+    dataset = _random_cifar()
     seconds = []
     for count in (1, 1 + phases):
         config = RunConfig(scenario="label", phases=count, updates_per_phase=updates_per_phase, strides=strides,
                            probe_every=0)
         start = time.perf_counter()
-        run_seed(dataset, config, 0)
+        run_many(dataset, [(config, seed) for seed in range(workers)], workers=workers)
         seconds.append(time.perf_counter() - start)
-    return (seconds[1] - seconds[0]) / (phases * updates_per_phase)
+    return (seconds[1] - seconds[0]) / (phases * updates_per_phase * workers)
+
+
+def time_probe(strides, repeats: int = 3) -> float:
+    """Seconds of one probe (λmax with 20 Hessian iterations and active units, 512 samples), 1 thread."""
+    from plastic.synthetic.experiment import _probe
+    from plastic.synthetic.model import build_model
+
+    torch.set_num_threads(1)
+    model = build_model((3, 32, 32), 10, strides)
+    x = torch.rand(512, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(10, (512,))
+    _probe(model, x, y, torch.Generator().manual_seed(0), 20)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        _probe(model, x, y, torch.Generator().manual_seed(0), 20)
+    return (time.perf_counter() - start) / repeats
 
 
 def peaks(repeats=5) -> dict[str, float]:
@@ -179,7 +204,8 @@ def main() -> None:
     parser.add_argument("--strides", choices=tuple(STRIDES), default="paper")
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--vmap-seeds", type=int, nargs="*", default=[4, 30])
-    parser.add_argument("--phases", type=int, default=2, help="phases of the run-seed way (0 = skip it)")
+    parser.add_argument("--phases", type=int, default=2,
+                        help="phases of 500 updates timed in the run-seed and run-many-2 ways (0 = skip both)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from plastic.synthetic.model import update_flops
@@ -200,7 +226,8 @@ def main() -> None:
     ways.append(("threads-2", time_sequential(strides, args.updates, threads=2), 2))
     ways.append(("processes-2", time_processes(strides, args.updates), 2))
     if args.phases:
-        ways.append(("run-seed", time_run_seed(strides, args.phases), 1))
+        ways.append(("run-seed", time_run_many(strides, args.phases, workers=1), 1))
+        ways.append(("run-many-2", time_run_many(strides, args.phases, workers=2), 2))
 
     report = {"strides": strides, "gflop_per_update": gflop, "peak_gflops": peak, "ways": {}}
     print(f"{'way':12s} {'updates/s':>10s} {'GFLOP/s/core':>13s} {'% peak':>7s} {'30 seeds x 50k, 2 cores':>24s}")
@@ -211,7 +238,14 @@ def main() -> None:
         report["ways"][name] = {"updates_per_s": 1 / seconds, "gflops_per_core": per_core,
                                 "percent_of_peak": 100 * per_core / best_peak, "projected_30_seed_minutes": wall / 60}
         print(f"{name:12s} {1 / seconds:10.1f} {per_core:13.1f} {100 * per_core / best_peak:6.0f}% {wall / 60:20.1f} min")
-    print("(1-core ways are projected as two 1-thread processes; processes-2 is measured that way)")
+    print("(1-core ways are projected as two 1-thread processes; processes-2 and run-many-2 are measured that way)")
+    if args.phases:
+        # what `plastic synthetic` does for one method and scenario: 30 seeds x 100 phases x 500 updates on both
+        # cores, plus the probes at the defaults (every 25 phases: 4 per seed), two at a time
+        probe = time_probe(strides)
+        total = report["ways"]["run-many-2"]["projected_30_seed_minutes"] + 30 * 4 * probe / 2 / 60
+        report.update(probe_seconds=probe, projected_30_seed_minutes_end_to_end=total)
+        print(f"one probe {probe:.2f} s; a 30-seed run of one method and scenario, end to end: {total:.1f} min")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

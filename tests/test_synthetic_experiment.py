@@ -198,15 +198,15 @@ def test_redo_recycles_dormant_units_with_the_toolkit():
 
 @pytest.mark.parametrize("image_shape, strides", [((3, 32, 32), (3, 3, 1)), ((1, 8, 8), None), ((3, 29, 29), None)])
 @pytest.mark.parametrize("layer_norm, crelu", [(False, False), (True, True)])
-def test_blocked_forward_equals_forward_in_values_and_gradients(image_shape, strides, layer_norm, crelu):
+def test_patch_forward_equals_forward_in_values_and_gradients(image_shape, strides, layer_norm, crelu):
     torch.manual_seed(0)
     model = build_model(image_shape, strides=strides, layer_norm=layer_norm, crelu=crelu).double()
-    assert model.block_side == (9 if image_shape[1] > 8 else 4)
+    assert model.patch_rows == (81 if image_shape[1] > 8 else 16)  # kernel ** (2 * (depth - 1))
     images = torch.randn(5, image_shape[1], image_shape[2], image_shape[0], dtype=torch.double)  # NHWC
-    blocks = model.to_blocks(images)
-    assert blocks.shape == ((5 * 9, 9, 9, 3) if image_shape[1] > 8 else (5 * 4, 4, 4, 1))
+    rows = model.to_patches(images)
+    assert rows.shape == ((5 * 81, 27) if image_shape[1] > 8 else (5 * 16, 4))
     results = []
-    for logits in (model(images.permute(0, 3, 1, 2)), model.forward_blocks(blocks.permute(0, 3, 1, 2))):
+    for logits in (model(images.permute(0, 3, 1, 2)), model.forward_patches(rows)):
         grads = torch.autograd.grad((logits ** 2).sum(), list(model.parameters()))
         results.append((logits, grads))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
@@ -214,23 +214,36 @@ def test_blocked_forward_equals_forward_in_values_and_gradients(image_shape, str
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_blocks_need_tiling_convs():
+def test_patch_rows_are_first_conv_patches_in_digit_order():
+    model = build_model((1, 32, 32), strides=(3, 3, 1))
+    image = torch.arange(32 * 32.0).view(1, 32, 32, 1)  # pixel value = 32 * y + x
+    rows = model.to_patches(image)
+    patch = lambda y, x: [32 * (y + dy) + x + dx for dy in range(3) for dx in range(3)]  # noqa: E731
+    assert rows[0].tolist() == patch(0, 0)
+    assert rows[1].tolist() == patch(0, 3)  # next conv1 position inside the first conv2 window
+    assert rows[3].tolist() == patch(3, 0)
+    assert rows[9].tolist() == patch(0, 9)  # first patch of the second conv2 window (conv3 position (0, 1))
+    assert rows[27].tolist() == patch(9, 0)
+    assert rows[80].tolist() == patch(24, 24)  # the last patch: pixels 24..26 (27..31 never reach the logits)
+
+
+def test_patches_need_tiling_convs():
     model = build_model((3, 32, 32), strides=(3, 1, 1))  # the public code's strides overlap
-    assert model.block_side is None
+    assert model.patch_rows is None
     with pytest.raises(ValueError, match="do not tile"):
-        model.to_blocks(torch.zeros(1, 32, 32, 3))
+        model.to_patches(torch.zeros(1, 32, 32, 3))
 
 
 @pytest.mark.parametrize("method", ["base", "plastic"])
-def test_run_seed_trains_the_same_through_blocks_as_through_whole_images(method, monkeypatch):
+def test_run_seed_trains_the_same_through_patches_as_through_whole_images(method, monkeypatch):
     from plastic.synthetic.model import SyntheticNet
 
     dataset = tiny_dataset()
     config = tiny_config(scenario="label", method=Method.parse(method), probe_every=3)
-    blocked = run_seed(dataset, config, 0)
-    monkeypatch.setattr(SyntheticNet, "block_side", property(lambda self: None))
+    patched = run_seed(dataset, config, 0)
+    monkeypatch.setattr(SyntheticNet, "patch_rows", property(lambda self: None))
     whole = run_seed(dataset, config, 0)
-    for a, b in zip(blocked, whole, strict=True):
+    for a, b in zip(patched, whole, strict=True):
         assert a["test_accuracy"] == b["test_accuracy"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-    assert blocked[-1]["lambda_max"] == pytest.approx(whole[-1]["lambda_max"], rel=1e-3)  # probed at the last phase
+    assert patched[-1]["lambda_max"] == pytest.approx(whole[-1]["lambda_max"], rel=1e-3)  # probed at the last phase

@@ -164,7 +164,7 @@ def _make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
 
 
 def _train_step(forward, optimizer, x, y, sam: bool) -> float:
-    """One SGD (or SAM) update of the model behind `forward` (the model, or its `forward_blocks`) on (x, y)."""
+    """One SGD (or SAM) update of the model behind `forward` (the model, or its `forward_patches`) on (x, y)."""
     loss = F.cross_entropy(forward(x), y)
     if sam:  # Algorithm 1: gradient at w, ascend to w + eps, gradient there, update w
         loss.backward()
@@ -178,11 +178,16 @@ def _train_step(forward, optimizer, x, y, sam: bool) -> float:
     return float(loss.detach())
 
 
-@torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 2500) -> float:
+    """Fraction of `images` (N, C, H, W) that `model` classifies as `labels`."""
+    return _accuracy(model, lambda start, stop: images[start:stop], labels, batch)
+
+
+@torch.no_grad()
+def _accuracy(forward, inputs: Callable[[int, int], torch.Tensor], labels: torch.Tensor, batch: int = 2500) -> float:
     correct = 0
     for start in range(0, len(labels), batch):
-        logits = model(images[start : start + batch])
+        logits = forward(inputs(start, start + batch))
         correct += int((logits.argmax(dim=1) == labels[start : start + batch]).sum())
     return correct / len(labels)
 
@@ -197,29 +202,36 @@ def _probe(model, x, y, generator: torch.Generator, iters: int) -> dict[str, flo
 
 
 class _Images:
-    """Images kept as one contiguous NHWC tensor; `take(index)` returns an NCHW batch in channels_last memory.
-    Gathering whole NHWC rows with index_select is ~5x faster than fancy indexing a channels_last NCHW tensor
-    (44 vs 228 us for a CIFAR batch of 128 on one core)."""
+    """A dataset's images for one model: one contiguous NHWC tensor for the ordinary forward (`whole`: NCHW
+    batches in channels_last memory) and, where the model has a patch path (`SyntheticNet.patch_rows`), also its
+    patch rows, one row of rows per image (`batch`, `range`: what `forward` takes). Gathering whole rows with
+    index_select is ~5x faster than fancy indexing a channels_last NCHW tensor (44 vs 228 us for a CIFAR batch of
+    128 on one core)."""
 
-    def __init__(self, array: np.ndarray):
+    def __init__(self, array: np.ndarray, model):
         self.nhwc = torch.from_numpy(array).permute(0, 2, 3, 1).contiguous()
-        self.blocks: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+        self.forward = model
+        if model.patch_rows is not None:
+            rows = model.to_patches(self.nhwc)
+            self.width = rows.shape[1]
+            self.rows = rows.view(len(self.nhwc), -1)
+            self.forward = model.forward_patches
 
-    def take(self, index: torch.Tensor) -> torch.Tensor:
+    def whole(self, index: torch.Tensor) -> torch.Tensor:
         return self.nhwc.index_select(0, index).permute(0, 3, 1, 2)
 
-    def prepare_blocks(self, model) -> None:
-        """Also keep the images in `model.to_blocks` layout, one row of blocks per image, for `take_blocks`."""
-        blocks = model.to_blocks(self.nhwc)
-        self.blocks = blocks.view(len(self.nhwc), -1, *blocks.shape[1:])
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """Images `index` as `self.forward` takes them."""
+        if self.rows is None:
+            return self.whole(index)
+        return self.rows.index_select(0, index).view(-1, self.width)
 
-    def take_blocks(self, index: torch.Tensor) -> torch.Tensor:
-        """The blocks of images `index`, as `model.forward_blocks` takes them."""
-        blocks = self.blocks.index_select(0, index)
-        return blocks.view(-1, *blocks.shape[2:]).permute(0, 3, 1, 2)
-
-    def all(self) -> torch.Tensor:
-        return self.nhwc.permute(0, 3, 1, 2)
+    def range(self, start: int, stop: int) -> torch.Tensor:
+        """Images `start:stop` as `self.forward` takes them (no copy)."""
+        if self.rows is None:
+            return self.nhwc[start:stop].permute(0, 3, 1, 2)
+        return self.rows[start:stop].reshape(-1, self.width)
 
 
 def run_seed(
@@ -242,13 +254,9 @@ def run_seed(
     generator = torch.Generator().manual_seed(seed)
     probe_generator = torch.Generator().manual_seed(seed + 1_000_003)
 
-    train_x, test_x = _Images(dataset.train_images), _Images(dataset.test_images)
-    # Training batches take the blocked path where the architecture allows it (model.block_side: same values,
-    # ~20% faster updates); evaluation, probes and ReDo see whole images through the ordinary forward.
-    blocked = model.block_side is not None
-    if blocked:
-        train_x.prepare_blocks(model)
-    forward, take = (model.forward_blocks, train_x.take_blocks) if blocked else (model, train_x.take)
+    # Training and test accuracy take the patch path where the architecture allows it (model.patch_rows: same
+    # values, faster); probes and ReDo see whole images through the ordinary forward.
+    train_x, test_x = _Images(dataset.train_images, model), _Images(dataset.test_images, model)
     train_y, test_y = torch.from_numpy(dataset.train_labels), torch.from_numpy(dataset.test_labels)
     if config.scenario == "input" and len(train_y) < config.phases:
         raise ValueError(f"{len(train_y)} training examples cannot make phases={config.phases} chunks")
@@ -265,25 +273,25 @@ def run_seed(
             labels, test_labels = label_maps[phase][train_y], label_maps[phase][test_y]
 
         if phase > 0 and phase % config.reset_interval == 0:
-            _intervene(model, optimizer, config, train_x.take(buffer[: config.probe_samples]), generator)
+            _intervene(model, optimizer, config, train_x.whole(buffer[: config.probe_samples]), generator)
 
         losses = []
         for _ in range(config.updates_per_phase):
             index = buffer[torch.randint(len(buffer), (config.batch_size,), generator=generator)]
-            losses.append(_train_step(forward, optimizer, take(index), labels[index], "sam" in method))
+            losses.append(_train_step(train_x.forward, optimizer, train_x.batch(index), labels[index], "sam" in method))
 
         row: dict[str, Any] = {
             "scenario": config.scenario,
             "method": method.name,
             "seed": seed,
             "phase": phase,
-            "test_accuracy": accuracy(model, test_x.all(), test_labels),
+            "test_accuracy": _accuracy(test_x.forward, test_x.range, test_labels),
             "train_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
         }
         last = phase == config.phases - 1
         if config.probe_every and ((phase + 1) % config.probe_every == 0 or last):
             pick = buffer[torch.randint(len(buffer), (config.probe_samples,), generator=probe_generator)]
-            row.update(_probe(model, train_x.take(pick), labels[pick], probe_generator, config.hessian_iters))
+            row.update(_probe(model, train_x.whole(pick), labels[pick], probe_generator, config.hessian_iters))
         rows.append(row)
         if on_phase is not None:
             on_phase(1)
