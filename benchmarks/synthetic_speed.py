@@ -18,7 +18,7 @@ Prints updates/s, GFLOP/s (per core used) and % of the same-run peak for each wa
 30-seed x 50,000-update run of one method on both cores for each way, and (from run-many-2 plus the measured cost of
 the default probes) that of `plastic synthetic` end to end.
 
-    python benchmarks/synthetic_speed.py [--strides paper|code] [--updates 100] [--json out.json]
+    python benchmarks/synthetic_speed.py [--strides paper|code] [--updates 100] [--mkl-avx512] [--json out.json]
 """
 
 from __future__ import annotations
@@ -206,9 +206,15 @@ def main() -> None:
     parser.add_argument("--vmap-seeds", type=int, nargs="*", default=[4, 30])
     parser.add_argument("--phases", type=int, default=2,
                         help="phases of 500 updates timed in the run-seed and run-many-2 ways (0 = skip both)")
+    parser.add_argument("--mkl-avx512", action="store_true",
+                        help="restart with the opt-in MKL shim (`plastic --mkl-avx512`; see plastic/runtime.py)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    from plastic import runtime
     from plastic.synthetic.model import update_flops
+
+    if args.mkl_avx512:
+        runtime.reexec_with_mkl_shim()
 
     strides = STRIDES[args.strides]
     gflop = update_flops(_model(strides)) / 1e9
@@ -216,6 +222,8 @@ def main() -> None:
     best_peak = max(peak.values())
     print(f"model strides {strides}: {gflop:.3f} GFLOP per update (batch {BATCH})")
     print(f"same-run peak, 1 thread: sgemm {peak['matmul']:.0f} GFLOP/s, conv {peak['conv']:.0f} GFLOP/s")
+    mkl = {"shim": runtime.mkl_shim_loaded(), "code_path": runtime.mkl_code_path()}
+    print(f"MKL: {'AVX-512 shim loaded' if mkl['shim'] else 'default path'} (mkl_serv_cpu_detect = {mkl['code_path']})")
 
     # (name, seconds per update per seed, cores used)
     ways = [("conv", time_sequential(strides, args.updates, way="conv"), 1),
@@ -229,7 +237,7 @@ def main() -> None:
         ways.append(("run-seed", time_run_many(strides, args.phases, workers=1), 1))
         ways.append(("run-many-2", time_run_many(strides, args.phases, workers=2), 2))
 
-    report = {"strides": strides, "gflop_per_update": gflop, "peak_gflops": peak, "ways": {}}
+    report = {"strides": strides, "gflop_per_update": gflop, "peak_gflops": peak, "mkl": mkl, "ways": {}}
     print(f"{'way':12s} {'updates/s':>10s} {'GFLOP/s/core':>13s} {'% peak':>7s} {'30 seeds x 50k, 2 cores':>24s}")
     for name, seconds, cores in ways:
         per_core = gflop / seconds / cores

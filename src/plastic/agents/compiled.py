@@ -22,10 +22,11 @@ from typing import Callable
 
 import torch
 
+from plastic.runtime import cache_dir
+
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "plastic-rl" / "inductor"
+    return cache_dir() / "inductor"
 
 
 def cpp_compiler() -> str | None:

@@ -178,13 +178,20 @@ def _train_step(forward, optimizer, x, y, sam: bool) -> float:
     return float(loss.detach())
 
 
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 2500) -> float:
+# Evaluation batch: small enough for the activations to stay in cache (10,000 CIFAR test images through the patch
+# path: 111 ms in batches of 2500, 94 ms in batches of 256).
+EVAL_BATCH = 256
+
+
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = EVAL_BATCH) -> float:
     """Fraction of `images` (N, C, H, W) that `model` classifies as `labels`."""
     return _accuracy(model, lambda start, stop: images[start:stop], labels, batch)
 
 
 @torch.no_grad()
-def _accuracy(forward, inputs: Callable[[int, int], torch.Tensor], labels: torch.Tensor, batch: int = 2500) -> float:
+def _accuracy(forward, inputs: Callable[[int, int], torch.Tensor], labels: torch.Tensor,
+              batch: int = EVAL_BATCH) -> float:
+    """Fraction correct of `forward` on `inputs(start, stop)`, batch by batch."""
     correct = 0
     for start in range(0, len(labels), batch):
         logits = forward(inputs(start, start + batch))
