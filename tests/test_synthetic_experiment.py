@@ -197,7 +197,7 @@ def test_redo_recycles_dormant_units_with_the_toolkit():
 
 
 @pytest.mark.parametrize("image_shape, strides", [((3, 32, 32), (3, 3, 1)), ((1, 8, 8), None), ((3, 29, 29), None)])
-@pytest.mark.parametrize("layer_norm, crelu", [(False, False), (True, True)])
+@pytest.mark.parametrize("layer_norm, crelu", [(False, False), (True, False), (False, True), (True, True)])
 def test_patch_forward_equals_forward_in_values_and_gradients(image_shape, strides, layer_norm, crelu):
     torch.manual_seed(0)
     model = build_model(image_shape, strides=strides, layer_norm=layer_norm, crelu=crelu).double()

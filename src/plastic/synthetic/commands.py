@@ -160,11 +160,13 @@ def run_command(args: argparse.Namespace) -> int:
         progress.close()
     write_results(out, rows)  # in run order
     summary = write_summary(out, rows)
+    figures = ["curves.png"]
     plot_curves(rows, out)
     if any(s["method"] == "base" for s in summary) and any(s["method"] != "base" for s in summary):
         plot_improvement(rows, out)
+        figures.append("improvement.png")
     for entry in summary:
         print(f"{entry['scenario']:6s} {entry['method']:22s} {100 * entry['mean']:6.2f} "
               f"[{100 * entry['ci_low']:6.2f}, {100 * entry['ci_high']:6.2f}]  n={entry['n']}")
-    print(f"wrote {out}/results.csv, summary.csv, curves.png")
+    print(f"wrote {out}/results.csv, summary.csv, {', '.join(figures)} (and .pdf)")
     return 0

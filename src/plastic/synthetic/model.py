@@ -196,14 +196,14 @@ class SyntheticNet(nn.Module):
         """Logits from `to_patches` rows (`patch_rows` consecutive rows per image). ReLUs run in place here: the
         matmul or LayerNorm before each does not keep its output for the backward pass."""
         group = self.config.kernel ** 2
-        h, first = rows, True  # the first conv multiplies the rows themselves
+        h = rows
         for module in [*self.backbone, *self.head]:
             if isinstance(module, nn.Conv2d):
-                if not first:  # the kernel*kernel rows of one position of this conv become its input features
-                    h = h.reshape(h.shape[0] // group, -1)
-                first = False
                 weight = module.weight.permute(0, 2, 3, 1).reshape(module.out_channels, -1)
-                h = _FirstLinear.apply(h, weight, module.bias) if h is rows else F.linear(h, weight, module.bias)
+                if h is rows:  # the first conv multiplies the rows themselves
+                    h = _FirstLinear.apply(h, weight, module.bias)
+                else:  # the kernel*kernel rows of one position of this conv become its input features
+                    h = F.linear(h.reshape(h.shape[0] // group, -1), weight, module.bias)
             elif isinstance(module, ConvLayerNorm):
                 h = F.layer_norm(h, (module.num_channels,), module.weight, module.bias, module.eps)
             elif type(module) is nn.ReLU:
