@@ -73,3 +73,14 @@ def test_select_writes_the_score_table_and_runs_the_winner(tmp_path, monkeypatch
     assert [float(r["lr"]) for r in table] == [1e-1, 1e-5]
     winner = max(table, key=lambda r: float(r["validation_accuracy"]))
     assert json.loads((tmp_path / "out" / "config.json").read_text())["runs"][0]["lr"] == float(winner["lr"])
+
+
+@pytest.mark.parametrize("would_help", [True, False])
+def test_mkl_hint_and_provenance(tmp_path, capsys, monkeypatch, would_help):
+    from plastic import runtime
+
+    monkeypatch.setattr(runtime, "mkl_avx512_would_help", lambda: would_help)
+    assert run_cli(tmp_path, "--methods", "base", "--seeds", "1") == 0
+    err = capsys.readouterr().err
+    assert ("hint: on this AMD CPU, `plastic --mkl-avx512 synthetic ...`" in err) is would_help
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["mkl_avx512"] is False  # no shim in tests

@@ -94,6 +94,17 @@ def mkl_code_path() -> int | None:
         return None
 
 
+def mkl_avx512_would_help() -> bool:
+    """True on an AMD CPU with AVX-512 whose bundled MKL runs without the shim: where `--mkl-avx512` speeds up
+    matmuls (used for a one-line hint, never to switch it on)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return ("AuthenticAMD" in cpuinfo and " avx512f" in cpuinfo and not mkl_shim_loaded()
+            and mkl_code_path() is not None)
+
+
 def mkl_avx512_requested() -> bool:
     return os.environ.get(MKL_SHIM_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
