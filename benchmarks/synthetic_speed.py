@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--strides", choices=tuple(STRIDES), default="paper")
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--vmap-seeds", type=int, nargs="*", default=[4, 30])
-    parser.add_argument("--phases", type=int, default=2,
+    parser.add_argument("--phases", type=int, default=8,
                         help="phases of 500 updates timed in the run-seed and run-many-2 ways (0 = skip both)")
     parser.add_argument("--mkl-avx512", action="store_true",
                         help="restart with the opt-in MKL shim (`plastic --mkl-avx512`; see plastic/runtime.py)")

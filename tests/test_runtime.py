@@ -87,9 +87,10 @@ def test_missing_c_compiler_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="needs a C compiler"):
         runtime.build_mkl_shim()
     monkeypatch.setattr(runtime, "mkl_shim_loaded", lambda: False)
-    assert main(["--mkl-avx512", "report", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("plastic: error: --mkl-avx512 needs a C compiler") and "\n" not in err
+    for argv in (["--mkl-avx512", "report", str(tmp_path)], ["report", str(tmp_path), "--mkl-avx512"]):
+        assert main(argv) == 2  # the flag works before and after the command
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("plastic: error: --mkl-avx512 needs a C compiler") and "\n" not in err
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("on", True), ("0", False), ("", False)])

@@ -24,17 +24,18 @@ COMMAND_MODULES = (
 )
 
 
+MKL_HELP = ("opt-in: restart with a one-line shim that lets torch's bundled MKL take its AVX-512 path on AMD CPUs "
+            "(it checks the vendor and takes AVX2 there); matmuls ~1.2x (Zen 4) to 2.3x (Zen 5) faster, same results "
+            "to float rounding. Needs a C compiler. Same as PLASTIC_MKL_AVX512=1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plastic",
         description="PLASTIC: sample-efficient off-policy RL that keeps its plasticity (Lee et al., NeurIPS 2023).",
     )
     parser.add_argument("--version", action="version", version=f"plastic-rl {__version__}")
-    parser.add_argument(
-        "--mkl-avx512", action="store_true",
-        help="opt-in: restart with a one-line shim that lets torch's bundled MKL take its AVX-512 path on AMD CPUs "
-             "(it checks the vendor and takes AVX2 there); matmuls ~1.2x (Zen 4) to 2.3x (Zen 5) faster, same "
-             "results to float rounding. Needs a C compiler. Same as PLASTIC_MKL_AVX512=1")
+    parser.add_argument("--mkl-avx512", action="store_true", help=MKL_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         if hasattr(module, "register"):
             module.register(subparsers)
+    for subparser in subparsers.choices.values():  # also accepted after the command; SUPPRESS keeps a
+        # top-level --mkl-avx512 from being overwritten by the subcommand's default
+        subparser.add_argument("--mkl-avx512", action="store_true", default=argparse.SUPPRESS, help=MKL_HELP)
     return parser
 
 
