@@ -209,24 +209,30 @@ def _probe(model, x, y, generator: torch.Generator, iters: int) -> dict[str, flo
 
 
 class _Images:
-    """A dataset's images for one model: one contiguous NHWC tensor for the ordinary forward (`whole`: NCHW
-    batches in channels_last memory) and, where the model has a patch path (`SyntheticNet.patch_rows`), also its
-    patch rows, one row of rows per image (`batch`, `range`: what `forward` takes). Gathering whole rows with
-    index_select is ~5x faster than fancy indexing a channels_last NCHW tensor (44 vs 228 us for a CIFAR batch of
-    128 on one core)."""
+    """A dataset's images for one model: where the model has a patch path (`SyntheticNet.patch_rows`), its patch
+    rows, one row of rows per image (`batch`, `range`: what `forward` takes), and whole images gathered from the
+    dataset's own array when needed (`whole`: probes, ReDo); otherwise one contiguous NHWC copy for everything.
+    Gathering whole rows with index_select is ~5x faster than fancy indexing a channels_last NCHW tensor (44 vs 228
+    us for a CIFAR batch of 128 on one core)."""
 
     def __init__(self, array: np.ndarray, model):
-        self.nhwc = torch.from_numpy(array).permute(0, 2, 3, 1).contiguous()
+        self.array = array
         self.rows: torch.Tensor | None = None
         self.forward = model
-        if model.patch_rows is not None:
-            rows = model.to_patches(self.nhwc)
+        nhwc = torch.from_numpy(array).permute(0, 2, 3, 1)
+        if model.patch_rows is None:
+            self.nhwc = nhwc.contiguous()
+        else:
+            rows = model.to_patches(nhwc)
             self.width = rows.shape[1]
-            self.rows = rows.view(len(self.nhwc), -1)
+            self.rows = rows.view(len(array), -1)
             self.forward = model.forward_patches
 
     def whole(self, index: torch.Tensor) -> torch.Tensor:
-        return self.nhwc.index_select(0, index).permute(0, 3, 1, 2)
+        """Images `index` as NCHW in channels_last memory, for the ordinary forward."""
+        if self.rows is None:
+            return self.nhwc.index_select(0, index).permute(0, 3, 1, 2)
+        return torch.from_numpy(self.array[index.numpy()]).contiguous(memory_format=torch.channels_last)
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         """Images `index` as `self.forward` takes them."""
