@@ -2,15 +2,16 @@
 
 Usage:
     plastic report RUNS... [--out DIR] [--format table|json] [--reps N] [--seed S] [--confidence C]
-                           [--compare paper] [--no-figures]
+                           [--compare paper] [--no-figures] [--curve-bins N] [--curve-metric NAME...]
 
 Inputs (RUNS, any mix):
 - directories: searched recursively for run directories written by `plastic train` / `plastic sweep`. A run counts
   once its `result.json` exists; its final score is `eval_mean` (else the mean of `eval_returns`), grouped by
   `method`, with `env`, `seed`, `replay_ratio`, `methods` (switches) and `wall_time_s` taken from the same file.
-  Unfinished runs (metrics.jsonl or config.json but no result.json) are skipped with a warning. Learning curves come
-  from `eval/return_mean` in metrics.jsonl (else `charts/episodic_return`); probe curves from
-  `probes/hessian_max_eigenvalue` and `probes/active_unit_fraction/all/units`.
+  Unfinished runs (metrics.jsonl or config.json but no result.json) are left out of the scores with a warning; their
+  learning curves are drawn (labels from config.json). The sample-efficiency figure uses `eval/return_mean` in
+  metrics.jsonl (else `charts/episodic_return`); probe curves `probes/hessian_max_eigenvalue` and
+  `probes/active_unit_fraction/all/units`.
 - `.csv` files with the header `method,env,seed,score` (raw returns; `env` as for `plastic train --env`, e.g.
   `atari:Pong`, `dmc:cheetah-run`, `minatar:breakout`) and optional columns `step` (then each (method, env, seed)
   is a learning curve and its final score is the row with the largest step), `replay_ratio` and `wall_time_s`.
@@ -37,8 +38,17 @@ hidden sibling directory and renamed into place; `report.json` lists the content
     replay_ratio_scaling.{md,csv,tex}       Tables 2 / 9 style, with wall-clock hours per run
     probability_of_improvement.{md,csv,tex}
     scores.csv                              every run's raw and normalized score
+    learning_curves.csv                     method,env,step,mean,ci_low,ci_high,n: training episodic return per
+                                            step bin, mean over seeds and its t-interval (run directories only)
+    curve_eval_return_mean.csv              the same for the evaluation return, where runs logged one
+    curve_<METRIC>.csv                      the same for each --curve-metric (name with "/" etc. as "_")
     figures/*.{png,pdf}                     interval estimates, performance profiles, sample efficiency,
-                                            probe curves, IQM vs compute (unless --no-figures)
+                                            probe curves, IQM vs compute, learning_curves (training solid,
+                                            evaluation dashed), curve_<METRIC> (unless --no-figures)
+Curves: each run's values are averaged within `--curve-bins` equal step bins (default 20) over the env's training
+budget, then averaged over the runs (seeds) with data in the bin (`n`), with a Student-t interval at --confidence;
+`step` is the bin's upper edge, in environment steps when every run's result.json/config.json gives `env_steps`,
+else agent steps (report.json's `curve_step_unit` says which).
 An existing DIR is replaced only if it holds an earlier report (its report.json); otherwise the command refuses.
 `--compare paper` puts the paper's published numbers (Tables 1, 2, 4, 7, 10) beside yours, labelled "(paper)".
 Errors in the input (malformed CSV, NaN scores, unknown Atari game, methods with different task sets, ...) print
@@ -55,6 +65,8 @@ import tempfile
 from pathlib import Path
 
 from plastic.errors import UserError
+
+DEFAULT_CURVE_BINS = 20  # = plastic.report.curves.DEFAULT_BINS, without importing numpy to build the parser
 
 
 def register(subparsers) -> None:
@@ -74,6 +86,11 @@ def register(subparsers) -> None:
     parser.add_argument("--compare", choices=("paper",), default=None,
                         help="put the paper's published numbers beside the results")  # fmt: skip
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    parser.add_argument("--curve-bins", type=int, default=DEFAULT_CURVE_BINS, metavar="N",
+                        help=f"learning curves: equal step bins per env (default {DEFAULT_CURVE_BINS})")  # fmt: skip
+    parser.add_argument("--curve-metric", action="append", default=[], metavar="NAME",
+                        help="also draw this metrics.jsonl metric over training, e.g. probes/hessian_max_eigenvalue "
+                             "(repeatable, or a comma list); needs --out")  # fmt: skip
     parser.set_defaults(func=run_report)
 
 
@@ -86,6 +103,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--reps must be a positive number of bootstrap resamples, got {args.reps}")
     if not 0.0 < args.confidence < 1.0:
         raise UserError(f"--confidence must be between 0 and 1 (exclusive), got {args.confidence}")
+    if args.curve_bins < 1:
+        raise UserError(f"--curve-bins must be a positive number of step bins, got {args.curve_bins}")
+    args.curve_metric = [name.strip() for names in args.curve_metric for name in names.split(",") if name.strip()]
+    if args.curve_metric and args.out is None:
+        raise UserError(f"--curve-metric {args.curve_metric[0]} writes files: give --out DIR as well")
     if args.out is not None and args.out.exists():
         if not args.out.is_dir():
             raise UserError(f"--out {args.out} exists and is not a directory")
@@ -104,12 +126,17 @@ def run_report(args: argparse.Namespace) -> int:
         domain = loading.check_single_domain(results.runs)
         groups = loading.group_by_method(results.runs)
         tasks, matrices = loading.score_matrices(groups)
+        curve_set = None
+        if args.out is not None:
+            from plastic.report import curves
+
+            curve_set = curves.build(results, domain, args.curve_metric, args.curve_bins, args.confidence)
     except ValueError as error:
         raise UserError(str(error)) from None
     warnings = []
     if results.unfinished:
-        warnings.append(f"skipped {len(results.unfinished)} unfinished run(s) without result.json, e.g. "
-                        f"{results.unfinished[0]}")  # fmt: skip
+        warnings.append(f"left {len(results.unfinished)} unfinished run(s) without result.json out of the scores "
+                        f"(learning curves include them), e.g. {results.unfinished[0]}")  # fmt: skip
     for method, matrix in matrices.items():
         if matrix.shape[0] == 1:
             warnings.append(f"method {method!r} has a single run per task: its confidence intervals have zero width "
@@ -145,7 +172,7 @@ def run_report(args: argparse.Namespace) -> int:
             for x in matrices for y in matrices if x != y
         }  # fmt: skip
         _write_report(args, results, groups, tasks, matrices, estimates, improvement, summary, table, domain,
-                      metric_basis, warnings)  # fmt: skip
+                      metric_basis, warnings, curve_set)  # fmt: skip
     if args.format == "json":
         print(json.dumps(summary))
     else:
@@ -154,7 +181,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _write_report(args, results, groups, tasks, matrices, estimates, improvement, summary, table, domain,
-                  metric_basis, warnings) -> None:  # fmt: skip
+                  metric_basis, warnings, curve_set) -> None:  # fmt: skip
     """Builds the whole report in a hidden sibling directory, then renames it to `--out`."""
     from plastic import __version__
 
@@ -164,7 +191,7 @@ def _write_report(args, results, groups, tasks, matrices, estimates, improvement
     try:
         staging.chmod(0o755)
         files = _write_contents(staging, args, results, groups, tasks, matrices, estimates, improvement, summary,
-                                table, domain, metric_basis)  # fmt: skip
+                                table, domain, metric_basis, curve_set)  # fmt: skip
         manifest = {
             "plastic_version": __version__,
             "inputs": [str(path) for path in args.runs],
@@ -174,6 +201,7 @@ def _write_report(args, results, groups, tasks, matrices, estimates, improvement
             "seed": args.seed,
             "confidence": args.confidence,
             "warnings": warnings,
+            **({"curve_step_unit": curve_set.step_unit, "curve_bins": args.curve_bins} if curve_set else {}),
             "files": sorted(str(path.relative_to(staging)) for path in files),
         }
         (staging / "report.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -191,7 +219,7 @@ def _write_report(args, results, groups, tasks, matrices, estimates, improvement
 
 
 def _write_contents(directory, args, results, groups, tasks, matrices, estimates, improvement, summary, table,
-                    domain, metric_basis) -> list[Path]:  # fmt: skip
+                    domain, metric_basis, curve_set) -> list[Path]:  # fmt: skip
     import csv
 
     from plastic.report import tables
@@ -218,11 +246,48 @@ def _write_contents(directory, args, results, groups, tasks, matrices, estimates
                 normalized = normalized_score(run.score, run.env)
                 writer.writerow([method, run.env, run.seed, run.replay_ratio, run.score, normalized, run.source])
     files.append(directory / "scores.csv")
+    if curve_set is not None:
+        files += _write_curve_tables(directory, args, curve_set)
     if not args.no_figures:
         figures_dir = directory / "figures"
         figures_dir.mkdir()
         files += _draw_figures(figures_dir, args, results, groups, matrices, estimates, domain, metric_basis)
+        if curve_set is not None:
+            files += _draw_curves(figures_dir, args, curve_set)
     return files
+
+
+def _curve_files(args, curve_set) -> list[tuple[str, str]]:
+    """(metric, file stem) pairs: the training return as learning_curves, then the evaluation return (where logged)
+    and each --curve-metric as curve_<name>."""
+    from plastic.report.curves import EVAL_RETURN, TRAIN_RETURN, sanitized
+
+    others = ([EVAL_RETURN] if curve_set.curves[EVAL_RETURN] else []) + args.curve_metric
+    stems = {f"curve_{sanitized(metric)}": metric for metric in others}
+    return [(TRAIN_RETURN, "learning_curves"), *((metric, stem) for stem, metric in stems.items())]
+
+
+def _write_curve_tables(directory, args, curve_set) -> list[Path]:
+    from plastic.report.curves import write_csv
+
+    return [write_csv(curve_set.curves[metric], directory / f"{stem}.csv")
+            for metric, stem in _curve_files(args, curve_set)]  # fmt: skip
+
+
+def _draw_curves(directory, args, curve_set) -> list[Path]:
+    from plastic.report import figures
+    from plastic.report.curves import EVAL_RETURN, TRAIN_RETURN
+
+    paths = []
+    returns = {"training": curve_set.curves[TRAIN_RETURN], "evaluation": curve_set.curves[EVAL_RETURN]}
+    returns = {label: curves for label, curves in returns.items() if curves}
+    if returns:
+        paths += figures.learning_curves(returns, directory, "learning_curves", curve_set.step_unit, "Return")
+    for metric, stem in _curve_files(args, curve_set)[1:]:
+        if curve_set.curves[metric]:
+            paths += figures.learning_curves({metric: curve_set.curves[metric]}, directory, stem,
+                                             curve_set.step_unit, metric)  # fmt: skip
+    return paths
 
 
 def _draw_figures(directory, args, results, groups, matrices, estimates, domain, metric_basis) -> list[Path]:

@@ -4,7 +4,9 @@
 - performance profiles: fraction of runs above each score threshold, with bootstrap bands;
 - sample-efficiency curves: IQM over runs x tasks of the (normalized) return against training steps;
 - probe curves (paper Fig. 4): Hessian lambda_max and the fraction of active units over training, mean over runs;
-- IQM against compute (paper Fig. 1): IQM with its CI against wall-clock hours per run.
+- IQM against compute (paper Fig. 1): IQM with its CI against wall-clock hours per run;
+- learning curves: per env, one metric (or the training and evaluation returns) against steps, mean over seeds with
+  its CI band, one line per method (binned in `plastic.report.curves`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from plastic.report.aggregates import Estimate, interquartile_mean, performance_profile  # noqa: E402
+from plastic.report.curves import BinnedCurve  # noqa: E402
 from plastic.report.tables import METRIC_TITLES  # noqa: E402
 
 
@@ -140,3 +143,33 @@ def iqm_versus_compute(
     axis.legend()
     axis.grid(alpha=0.3)
     return _save(figure, directory, "iqm_vs_compute")
+
+
+def learning_curves(
+    series: Mapping[str, Sequence[BinnedCurve]], directory: Path, name: str, x_label: str, y_label: str
+) -> list[Path]:
+    """One panel per env, one color per method; `series` maps a style label ("training", "evaluation", or the
+    metric name) to its curves, drawn solid, dashed with markers, ... The band is each bin's CI over seeds."""
+    envs = list(dict.fromkeys(curve.env for curves in series.values() for curve in curves))
+    methods = list(dict.fromkeys(curve.method for curves in series.values() for curve in curves))
+    colors = dict(zip(methods, plt.cm.tab10(np.arange(len(methods)) % 10)))
+    columns = min(len(envs), 3)
+    rows = -(-len(envs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.0 * columns, 3.6 * rows), squeeze=False)
+    styles = [dict(linestyle="-"), dict(linestyle="--", marker="o", markersize=3)]
+    for axis, env in zip(axes.ravel(), envs):
+        for (label, curves), style in zip(series.items(), styles):
+            for curve in curves:
+                if curve.env != env:
+                    continue
+                suffix = f" ({label})" if len(series) > 1 else ""
+                axis.plot(curve.steps, curve.mean, color=colors[curve.method], label=curve.method + suffix, **style)
+                axis.fill_between(curve.steps, curve.ci_low, curve.ci_high, color=colors[curve.method], alpha=0.2)
+        axis.set_title(env)
+        axis.set_xlabel(x_label[:1].upper() + x_label[1:])
+        axis.set_ylabel(y_label)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    for axis in axes.ravel()[len(envs):]:
+        axis.set_visible(False)
+    return _save(figure, directory, name)

@@ -284,9 +284,11 @@ def score_matrices(groups: dict[str, list[RunScore]]) -> tuple[list[str], dict[s
     return tasks, matrices
 
 
-def read_metrics(run_dir: Path, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_metrics(
+    run_dir: Path, names: Sequence[str], seen: set[str] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (steps, values) for each of `names` found in the run's metrics.jsonl (unreadable lines skipped:
-    a run still writing may have a partial last line)."""
+    a run still writing may have a partial last line). Every metric name in the file is added to `seen`, if given."""
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -298,6 +300,8 @@ def read_metrics(run_dir: Path, names: Sequence[str]) -> dict[str, tuple[np.ndar
                 step = float(record["step"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
+            if seen is not None:
+                seen.update(key for key in record if key not in ("step", "time_s"))
             for name in names:
                 value = record.get(name)
                 if isinstance(value, (int, float)) and math.isfinite(value):
