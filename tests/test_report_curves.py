@@ -89,8 +89,8 @@ def assert_curve_equals_hand_binning(rows, run_dirs, metric, edges):
 
 def test_learning_curves_are_the_seed_mean_of_each_runs_binned_returns(runs, tmp_path, capsys):
     out = tmp_path / "report"
-    args = ["report", str(runs), "--out", str(out), "--reps", "20", "--curve-bins", str(BINS), "--curve-metric", HESSIAN]
-    assert cli.main(args) == 0
+    assert cli.main(["report", str(runs), "--out", str(out), "--reps", "20", "--curve-bins", str(BINS),
+                     "--curve-metric", HESSIAN]) == 0
     assert "unfinished" in capsys.readouterr().err  # the running run is left out of the scores, not the curves
     run_dirs = sorted(path.parent for path in runs.rglob("metrics.jsonl"))
     assert len(run_dirs) == 3
