@@ -88,7 +88,7 @@ def check_budget_flags(steps: int | None, env_steps: int | None) -> None:
                         f"(got --steps {steps} and --env-steps {env_steps})")
     for flag, value in (("--steps", steps), ("--env-steps", env_steps)):
         if value is not None and value <= 0:
-            raise UserError(f"{flag} must be a positive integer, got {value}")
+            raise UserError(f"{flag} must be positive, got {value}")
 
 
 def default_run_name(config) -> str:
