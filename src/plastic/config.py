@@ -142,7 +142,7 @@ class SACConfig:
     target_tau: float = 0.995
     initial_temperature: float = 0.1
     buffer_size: int = 1_000_000
-    learning_starts: int = 1_000  # agent steps of uniform random actions before updates (the base code's start_training)
+    learning_starts: int = 1_000  # agent steps of random actions before updates (the base code's start_training)
     shift_pad: int = 4
     log_std_min: float = -10.0
     log_std_max: float = 2.0
@@ -385,7 +385,8 @@ DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 _BUDGET_KEYS = ("steps", "env_steps")
 _ACTION_REPEAT = {"atari": 4, "minatar": 1}  # env steps per agent step off DMC: Atari's frame skip; MinAtar none
 _POSITIVE = (
-    "steps", "env_steps", "dmc.action_repeat", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes", "eval_envs", "log_every",
+    "steps", "env_steps", "dmc.action_repeat", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes",
+    "eval_envs", "log_every",
     "rainbow.batch_size", "rainbow.n_step", "rainbow.num_atoms", "rainbow.hidden", "rainbow.buffer_size",
     "sac.batch_size", "sac.hidden", "sac.latent_dim", "sac.buffer_size", "redo.interval", "redo.batch_size",
     "probe.batch_size", "probe.hessian_batch_size", "probe.hessian_iters",
