@@ -163,3 +163,99 @@ def test_unknown_preset_on_the_cli_is_a_one_line_error(capsys, tmp_path):
     assert len(err.splitlines()) == 1
     assert "plastik" in err and "plastic-dagger" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ the DMC protocol
+@pytest.mark.parametrize("task, repeat", [
+    ("acrobot-swingup", 2), ("cartpole-swingup_sparse", 2), ("cheetah-run", 4), ("finger-turn_easy", 2),
+    ("finger-turn_hard", 2), ("hopper-hop", 2), ("quadruped-run", 2), ("quadruped-walk", 2), ("reacher-easy", 4),
+    ("reacher-hard", 2), ("walker-run", 2),
+])
+def test_each_dmc_medium_task_gets_nikishin_et_als_action_repeat(task, repeat):
+    config = build(f"dmc:{task}")
+    assert config.dmc.action_repeat == config.action_repeat == repeat
+    # The default budget is the paper's 2M environment steps, whatever the repeat.
+    assert (config.steps, config.env_steps) == (2_000_000 // repeat, 2_000_000)
+
+
+def test_an_explicit_action_repeat_wins_and_sets_the_conversion():
+    config = build("dmc:cheetah-run", overrides=parse_overrides(["dmc.action_repeat=8", "env_steps=8000"]))
+    assert (config.dmc.action_repeat, config.steps, config.env_steps) == (8, 1000, 8000)
+    with pytest.raises(ValueError, match="'dmc.action_repeat' = 0 must be > 0"):
+        build("dmc:cheetah-run", overrides={"dmc": {"action_repeat": "0"}})
+
+
+@pytest.mark.parametrize("env, overrides, steps, env_steps", [
+    ("atari:Pong", {}, 100_000, 400_000),  # Atari-100k: 100k agent steps = 400k frames (frame skip 4)
+    ("minatar:breakout", {}, 100_000, 100_000),  # MinAtar: one frame per agent step
+    ("atari:Pong", {"env_steps": "400000"}, 100_000, 400_000),
+    ("dmc:cheetah-run", {"steps": "1000"}, 1000, 4000),
+    ("dmc:cheetah-run", {"env_steps": "1001"}, 251, 1004),  # rounded up to whole agent steps
+    ("dmc:walker-run", {"env_steps": "1001"}, 501, 1002),
+])
+def test_budget_is_recorded_in_agent_and_environment_steps(env, overrides, steps, env_steps):
+    config = build(env, overrides=overrides)
+    assert (config.steps, config.env_steps) == (steps, env_steps)
+
+
+def test_steps_and_env_steps_that_disagree_are_refused():
+    with pytest.raises(ValueError, match="'steps' = 10 and 'env_steps' = 10 disagree.*x action repeat \\(4\\) = 40"):
+        build("dmc:cheetah-run", overrides={"steps": "10", "env_steps": "10"})
+    assert build("dmc:cheetah-run", overrides={"steps": "10", "env_steps": "40"}).steps == 10
+
+
+@pytest.mark.parametrize("env, episodes, placement", [
+    ("dmc:cheetah-run", 10, "all"),  # §4.1 / Table 10; App. A.4 replaces all ReLUs
+    ("atari:Pong", 100, "head"),
+    ("minatar:breakout", 100, "head"),
+])
+def test_eval_episodes_and_crelu_placement_per_domain(env, episodes, placement):
+    config = build(env, "plastic")
+    assert (config.eval_episodes, config.crelu.placement) == (episodes, placement)
+    explicit = build(env, "plastic", overrides={"eval_episodes": "7", "crelu": {"placement": "head"}})
+    assert (explicit.eval_episodes, explicit.crelu.placement) == (7, "head")
+
+
+def test_sac_warm_up_is_the_base_codes_1000_agent_steps():
+    assert build("dmc:cheetah-run").sac.learning_starts == 1000
+
+
+def test_a_config_json_from_before_env_steps_still_loads(tmp_path):
+    # Written by an earlier version: `steps` only, no `env_steps`, no `dmc` section (then cartpole ran at repeat 8).
+    old = config_module.to_dict(build("dmc:cartpole-swingup_sparse", "plastic"))
+    del old["env_steps"], old["dmc"]
+    old.update(steps=5000, eval_episodes=100)
+    old["crelu"]["placement"] = "head"
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = config_module.resolve(config_module.load(tmp_path / "config.json"))
+    assert (config.steps, config.env_steps, config.dmc.action_repeat) == (5000, 40_000, 8)
+    assert (config.eval_episodes, config.crelu.placement) == (100, "head")  # what it was trained and evaluated with
+
+
+def one_line_train_error(capsys, argv) -> str:
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("plastic train: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("budget, message", [
+    (["--steps", "100", "--env-steps", "400"], "give either --steps (agent steps) or --env-steps"),
+    (["--env-steps", "0"], "--env-steps must be positive, got 0"),
+    (["--env-steps", "-4"], "--env-steps must be positive, got -4"),
+])
+def test_bad_budget_flags_are_one_line_errors(capsys, tmp_path, budget, message):
+    assert message in one_line_train_error(capsys, ["--env", "dmc:cheetah-run", *budget, "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_env_steps_on_the_cli_and_refused_with_resume(capsys, tmp_path):
+    assert main(["train", "--env", "dmc:reacher-easy", "--env-steps", "10000", "--list-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["steps"], printed["env_steps"], printed["dmc"]["action_repeat"]) == (2500, 10_000, 4)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config_module.save(build("dmc:reacher-easy"), run_dir / "config.json")
+    (run_dir / "checkpoints" / "step_000000001.pt").write_bytes(b"")
+    err = one_line_train_error(capsys, ["--resume", str(run_dir), "--env-steps", "100"])
+    assert "cannot be combined with it" in err and "--env-steps" in err

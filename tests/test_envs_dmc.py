@@ -45,20 +45,39 @@ def test_medium_tasks_and_action_repeats_follow_the_protocol():
     assert len(DMC_MEDIUM_TASKS) == 11
     for task in DMC_MEDIUM_TASKS:
         parse_task(task)  # every one is a real suite task
+    # Nikishin et al. 2022's table (PlaNet's, by exact task name; 2 for every other task).
     assert ACTION_REPEAT == {
-        "acrobot-swingup": 4,
-        "cartpole-swingup_sparse": 8,
+        "acrobot-swingup": 2,
+        "cartpole-swingup_sparse": 2,
         "cheetah-run": 4,
         "finger-turn_easy": 2,
         "finger-turn_hard": 2,
-        "hopper-hop": 4,
-        "quadruped-run": 4,
-        "quadruped-walk": 4,
+        "hopper-hop": 2,
+        "quadruped-run": 2,
+        "quadruped-walk": 2,
         "reacher-easy": 4,
-        "reacher-hard": 4,
+        "reacher-hard": 2,
         "walker-run": 2,
     }
-    assert default_action_repeat("walker-walk") == 2 and default_action_repeat("ball_in_cup-catch") == 4
+    assert {task: default_action_repeat(task) for task in (
+        "cartpole-swingup", "reacher-easy", "cheetah-run", "finger-spin", "ball_in_cup-catch", "walker-walk")} == {
+        "cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2, "ball_in_cup-catch": 4,
+        "walker-walk": 2}
+    assert default_action_repeat("humanoid-run") == 2
+
+
+@pytest.mark.parametrize("task, action_repeat, expected", [
+    ("reacher-easy", None, 4), ("reacher-hard", None, 2), ("reacher-hard", 3, 3)])
+def test_env_exposes_the_tasks_action_repeat_unless_overridden(task, action_repeat, expected):
+    env = make_dmc_env(task, seed=0, train=True, action_repeat=action_repeat)
+    assert env.action_repeat == expected
+    env.close()
+
+
+def test_action_repeat_table_loads_without_dm_control():
+    code = ("import sys; from plastic.envs.dmc import ACTION_REPEAT; from plastic.config import build; "
+            "assert build('dmc:cheetah-run').dmc.action_repeat == 4; assert 'dm_control' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize(("grayscale", "image_size"), [(True, 64), (False, 84)])
@@ -111,7 +130,7 @@ def test_frame_stack_shifts_oldest_out_and_newest_in():
 
 
 def test_an_episode_is_1000_simulator_steps_and_ends_truncated():
-    env = make_dmc_env("cartpole-swingup_sparse", seed=0, train=True)  # action repeat 8: 125 agent steps
+    env = make_dmc_env("cartpole-swingup", seed=0, train=True)  # action repeat 8: 125 agent steps
     env.reset()
     returns = 0.0
     for step in range(1, 126):

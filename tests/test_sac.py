@@ -240,7 +240,43 @@ def test_reset_redraws_actor_and_critic_mlps_keeps_encoder():
     assert all(p not in state for p in agent.critic.critic.parameters())
     assert all(p in state for p in agent.critic.encoder.parameters())
     assert all(p not in agent.actor_optimizer.state for p in agent.actor.parameters())
-    assert agent.log_alpha in agent.temperature_optimizer.state  # the temperature is not reset
+    assert agent.log_alpha not in agent.temperature_optimizer.state  # the temperature is renewed too (below)
+
+
+def test_reset_renews_the_temperature_and_its_adam_state_as_in_a_fresh_agent():
+    agent = make_agent("plastic", reset={"interval": "3"})
+    buffer = filled_buffer(agent)
+    hook = ResetHook(agent.config)
+    for _ in range(3):
+        agent.update(buffer, 0.0)
+    assert agent.log_alpha.item() != pytest.approx(math.log(0.1))  # three Adam steps moved it
+    hook.after_update(agent, buffer)
+    fresh = make_agent("plastic", reset={"interval": "3"})
+    assert agent.log_alpha.item() == fresh.log_alpha.item() == pytest.approx(math.log(0.1))  # Table 6: alpha 0.1
+    assert agent.temperature_optimizer.state_dict() == fresh.temperature_optimizer.state_dict()
+    # The next step is Adam's first step again: it moves log_alpha by lr = 3e-4 (|g| / (|g| + eps) ~ 1).
+    before = agent.log_alpha.item()
+    agent.update(buffer, 0.0)
+    assert abs(agent.log_alpha.item() - before) == pytest.approx(3e-4, rel=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["base", "sam"])
+def test_a_frozen_encoder_stays_bit_identical_over_updates(preset, tmp_path):
+    from plastic.training.pretrained import apply_pretrained_backbone
+
+    agent = make_agent(preset)
+    torch.save(make_agent(preset, seed=1).critic.encoder.state_dict(), tmp_path / "encoder.pt")
+    apply_pretrained_backbone(agent, tmp_path / "encoder.pt", freeze=True)
+    buffer = filled_buffer(agent)
+    encoder, target_encoder = snapshot(agent.critic.encoder), snapshot(agent.target.encoder)
+    critic_mlps = snapshot(agent.critic.critic)
+    for _ in range(4):
+        agent.update(buffer, 0.0)
+        assert same(snapshot(agent.critic.encoder), encoder)
+        assert same(snapshot(agent.target.encoder), target_encoder)
+        assert not any(p.requires_grad for p in agent.critic.encoder.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(snapshot(agent.critic.critic), critic_mlps))  # it did train
+    assert all(p.requires_grad for p in agent.critic.critic.parameters())
 
 
 def test_shrink_perturb_touches_encoder_only():

@@ -146,6 +146,22 @@ def test_train_command_starts_fresh_or_resumes():
     ]  # fmt: skip
 
 
+def test_an_env_steps_trial_passes_its_budget_to_the_run_and_round_trips(tmp_path):
+    trial = Trial("dmc:cheetah-run", "base", 1, 0, 500_000, env_steps=2_000_000)
+    command = train_command(trial, Path("/s/runs/x"), False, [], SweepOptions())
+    assert command[command.index("--seed") + 2:command.index("--run-dir")] == ["--env-steps", "2000000"]
+    assert "--steps" not in command
+    grid = {"envs": ["dmc:cheetah-run"], "methods": ["base"], "replay_ratios": [1], "seeds": [0],
+            "steps": None, "env_steps": 2_000_000}  # fmt: skip
+    Manifest.create(tmp_path / "sweep", grid, [], {}, steps={"dmc:cheetah-run": 500_000}).save()
+    assert [record.trial for record in Manifest.load(tmp_path / "sweep").trials.values()] == [trial]
+    # A manifest written before trials had env_steps still loads (the run got --steps).
+    data = json.loads((tmp_path / "sweep" / MANIFEST_NAME).read_text())
+    del data["trials"][0]["env_steps"]
+    (tmp_path / "sweep" / MANIFEST_NAME).write_text(json.dumps(data))
+    assert next(iter(Manifest.load(tmp_path / "sweep").trials.values())).trial.env_steps is None
+
+
 def test_options_reject_impossible_resources():
     with pytest.raises(ValueError, match="--gpus-per-trial"):
         SweepOptions(gpus_per_trial=1.5)

@@ -41,7 +41,53 @@ def test_bad_grid_is_one_line_and_creates_nothing(tmp_path, capsys, change, mess
 
 def test_missing_grid_flags_are_named(tmp_path, capsys):
     err = one_line_error(capsys, ["--envs", "minatar", "--out", str(tmp_path / "s")])
-    assert "a new sweep needs --methods, --seeds, --replay-ratio, --steps (or --resume SWEEP_DIR)" in err
+    assert "a new sweep needs --methods, --seeds, --replay-ratio (or --resume SWEEP_DIR)" in err
+
+
+@pytest.mark.parametrize("budget, message", [
+    (["--steps", "400", "--env-steps", "800"],
+     "give either --steps (agent steps) or --env-steps (environment steps), not both"),
+    (["--env-steps", "0"], "--env-steps must be positive, got 0"),
+    (["--env-steps", "-8"], "--env-steps must be positive, got -8"),
+])
+def test_bad_budget_is_one_line_and_creates_nothing(tmp_path, capsys, budget, message):
+    argv = [*GRID[:-2], *budget, "--out", str(tmp_path / "sweep")]
+    assert message in one_line_error(capsys, argv)
+    assert not (tmp_path / "sweep").exists()
+
+
+def dry_run_manifest(tmp_path, capsys, envs, *budget):
+    """The dry run's printed commands and the trials' (agent steps, env steps) per env."""
+    from plastic.cli import build_parser
+    from plastic.sweep.commands import _new_or_existing_manifest
+
+    argv = ["sweep", "--envs", envs, "--methods", "base", "--seeds", "0", "--replay-ratio", "1", *budget,
+            "--out", str(tmp_path / "sweep"), "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    trials = _new_or_existing_manifest(build_parser().parse_args(argv)).trials.values()
+    return out, {record.trial.env: (record.trial.steps, record.trial.env_steps) for record in trials}
+
+
+def test_env_steps_give_every_task_the_same_environment_budget(tmp_path, capsys):
+    # Action repeats 4 (cheetah-run), 2 (walker-run), 8 (cartpole-swingup): 8,000 env steps = 2,000 / 4,000 / 1,000.
+    out, budgets = dry_run_manifest(tmp_path, capsys, "dmc:cheetah-run,dmc:walker-run,dmc:cartpole-swingup",
+                                    "--env-steps", "8000")
+    assert budgets == {"dmc:cheetah-run": (2000, 8000), "dmc:walker-run": (4000, 8000),
+                       "dmc:cartpole-swingup": (1000, 8000)}
+    assert out.count("--env-steps 8000 ") == 3 and "--steps" not in out
+    # An overridden action repeat converts with the override.
+    _, budgets = dry_run_manifest(tmp_path, capsys, "dmc:walker-run", "--env-steps", "8000",
+                                  "--set", "dmc.action_repeat=8")
+    assert budgets == {"dmc:walker-run": (1000, 8000)}
+
+
+def test_without_a_budget_each_domain_gets_its_default(tmp_path, capsys):
+    # DMC: the paper's 2,000,000 environment steps (cheetah-run: repeat 4); MinAtar/Atari: 100,000 agent steps.
+    out, budgets = dry_run_manifest(tmp_path, capsys, "dmc:cheetah-run,minatar:breakout,atari:Pong")
+    assert budgets == {"dmc:cheetah-run": (500_000, None), "minatar:breakout": (100_000, None),
+                       "atari:Pong": (100_000, None)}
+    assert out.count("--steps 500000 ") == 1 and out.count("--steps 100000 ") == 2
 
 
 def test_unreachable_address_is_one_line_and_fast(tmp_path, capsys):

@@ -30,9 +30,10 @@ def environment() -> dict:
     return {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
 
 
-def train(*args: str) -> None:
+def train(*args: str) -> str:
     result = subprocess.run(train_command(*args), env=environment(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
 
 
 def metrics_without_timings(run_dir: Path) -> list[dict]:
@@ -43,7 +44,7 @@ def metrics_without_timings(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("dmc") / "whole"
-    train(*ARGS, "--run-dir", str(run_dir))
+    (run_dir.parent / "stdout.txt").write_text(train(*ARGS, "--run-dir", str(run_dir)))
     return run_dir
 
 
@@ -53,6 +54,12 @@ def test_tiny_plastic_run_finishes_and_writes_result(whole_run):
     assert result["updates"] == 201  # one update per step from step 100 to 300
     assert len(result["eval_returns"]) == 1 and 0 <= result["eval_returns"][0] <= 1000  # DMC rewards lie in [0, 1]
     assert result["env_steps_per_s"] > 0
+    # cartpole-swingup repeats each action 8 times (PlaNet's table): 300 agent steps are 2,400 environment steps.
+    assert (result["steps"], result["env_steps"]) == (300, 2400)
+    config = json.loads((whole_run / "config.json").read_text())
+    assert (config["steps"], config["env_steps"], config["dmc"]["action_repeat"]) == (300, 2400, 8)
+    assert (config["eval_episodes"], config["crelu"]["placement"]) == (1, "all")
+    assert "steps 300 (env steps 2,400, action repeat 8)" in (whole_run.parent / "stdout.txt").read_text()
     losses = [line for line in metrics_without_timings(whole_run) if "losses/critic_loss" in line]
     assert [line["step"] for line in losses] == [100, 150, 200, 250, 300]
     assert all({"losses/actor_loss", "losses/temperature_loss", "charts/temperature", "charts/entropy"} <= set(line)

@@ -3,8 +3,14 @@
 A config is built in three layers, each stated once: the dataclass defaults below (the paper's Table 5 / Table 6
 values), a preset (`plastic/presets/<name>.toml`, which lists only its differences from `base`), then the user's
 `--methods` and `--set` overrides. Values that depend on the domain (SAM's rho, the reset interval, the learning
-rate on DMC) default to `None` and are resolved by `resolve()` from the env id, so that they are never configured
-twice. A wrong key or a value of the wrong type is a `ValueError` naming it; nothing is silently ignored.
+rate on DMC, the budget, the evaluation episodes, CReLU's placement, DMC's action repeat) default to `None` and are
+resolved by `resolve()` from the env id (the plain per-domain values in `DOMAIN_DEFAULTS`), so that they are never
+configured twice. A wrong key or a value of the wrong type is a `ValueError` naming it; nothing is silently ignored.
+
+Budget: `steps` counts agent steps, `env_steps` environment steps = agent steps x the domain's action repeat
+(`action_repeat()`: DMC the task's repeat, Atari the frame skip 4, MinAtar 1). Give either; `resolve()` fills the
+other, converting env steps with a ceiling (`steps = ceil(env_steps / repeat)`, and `env_steps` is then recorded as
+`steps x repeat`), so a sweep over tasks with different repeats gives each the same environment budget.
 
 Switch names are the paper's methods: `ln`, `sam`, `crelu`, `reset`, `shrink_perturb`, `redo`.
 """
@@ -52,11 +58,12 @@ class SAMConfig:
 
 @dataclass
 class CReLUConfig:
-    """Concatenated ReLU (paper §3.3, App. A.3). placement: "head" (paper's parameter counts, NOTES.md) or "all";
+    """Concatenated ReLU (paper §3.3, App. A.3). placement: "head" or "all"; None = the domain's (DOMAIN_DEFAULTS):
+    "all" on DMC (App. A.4 replaces all ReLUs), "head" on Atari/MinAtar (as the paper's parameter counts imply).
     width_mode: "double_input" (next layer sees 2x features, paper) or "halve_output" (public code's head)."""
 
     enabled: bool = False
-    placement: str = "head"
+    placement: str | None = None
     width_mode: str = "double_input"
 
 
@@ -135,10 +142,18 @@ class SACConfig:
     target_tau: float = 0.995
     initial_temperature: float = 0.1
     buffer_size: int = 1_000_000
-    learning_starts: int = 5_000
+    learning_starts: int = 1_000  # agent steps of random actions before updates (the base code's start_training)
     shift_pad: int = 4
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+
+
+@dataclass
+class DMCConfig:
+    """DeepMind Control env options (used on `dmc:` envs only). action_repeat: simulator steps per agent step; None =
+    the task's (`plastic.envs.dmc.default_action_repeat`: Nikishin et al. 2022's table, App. A.4)."""
+
+    action_repeat: int | None = None
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -160,7 +175,9 @@ class TrainConfig:
     env: str = "minatar:breakout"
     preset: str = "base"
     seed: int = 0
-    steps: int = 100_000
+    steps: int | None = None  # agent steps; None = from env_steps, else the domain's budget (DOMAIN_DEFAULTS)
+    env_steps: int | None = None  # environment steps = agent steps x action_repeat() (module docstring); None = from
+    # steps, else the domain's budget (DMC: the paper's 2,000,000, §4.1)
     replay_ratio: int | None = None  # gradient updates per agent step; None = 2 (Atari, Table 5), 1 (DMC, Table 6)
     device: str = "auto"
     threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
@@ -169,7 +186,8 @@ class TrainConfig:
     # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
-    eval_episodes: int = 100
+    eval_episodes: int | None = None  # final evaluation; None = 10 on DMC (§4.1, Table 10; Table 6 says 100, the two
+    # disagree and the text is followed), 100 on Atari/MinAtar (§4.1)
     eval_envs: int = 10
     eval_every: int = 0  # agent steps; 0 = only at the end
     log_every: int = 1_000
@@ -186,10 +204,23 @@ class TrainConfig:
     rainbow: RainbowConfig = field(default_factory=RainbowConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    dmc: DMCConfig = field(default_factory=DMCConfig)
 
     @property
     def domain(self) -> str:
         return self.env.split(":", 1)[0]
+
+    @property
+    def action_repeat(self) -> int:
+        """Environment steps per agent step: DMC the task's action repeat (resolved into `dmc.action_repeat`),
+        Atari its frame skip (4: 100k agent steps are 400k frames), MinAtar 1."""
+        if self.domain == "dmc":
+            if self.dmc.action_repeat is None:
+                from plastic.envs.dmc import default_action_repeat
+
+                return default_action_repeat(self.env.partition(":")[2])
+            return self.dmc.action_repeat
+        return _ACTION_REPEAT[self.domain]
 
     @property
     def compile_enabled(self) -> bool:
@@ -318,7 +349,16 @@ def save(config: TrainConfig, path) -> None:
 
 def load(path) -> TrainConfig:
     with open(path) as handle:
-        return from_dict(json.load(handle))
+        data = json.load(handle)
+    env = data.get("env") if isinstance(data, dict) else None
+    if isinstance(env, str) and env.startswith("dmc:") and "dmc" not in data:
+        # Written before the action repeat was a config field: the run used the per-domain table of that version
+        # (cartpole 8, finger 2, walker 2, others 4); keep it, so --resume and `plastic eval` see the same env.
+        data["dmc"] = {"action_repeat": _LEGACY_DMC_ACTION_REPEAT.get(env[4:].split("-", 1)[0], 4)}
+    return from_dict(data)
+
+
+_LEGACY_DMC_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2}
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -334,8 +374,19 @@ _CHOICES = {
     "compile": ("auto", "on", "off"),
 }
 COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
+# The per-domain values of the fields left at None (`resolve()` fills them; an explicit value always wins). Budget:
+# Atari-100k's 100k agent steps (§4.1), DMC-M's 2M environment steps (§4.1); the budget key applies only when
+# neither `steps` nor `env_steps` is given. eval_episodes and crelu.placement: see their fields.
+DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "atari": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head"},
+    "minatar": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head"},
+    "dmc": {"env_steps": 2_000_000, "eval_episodes": 10, "crelu.placement": "all"},
+}
+_BUDGET_KEYS = ("steps", "env_steps")
+_ACTION_REPEAT = {"atari": 4, "minatar": 1}  # env steps per agent step off DMC: Atari's frame skip; MinAtar none
 _POSITIVE = (
-    "steps", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes", "eval_envs", "log_every",
+    "steps", "env_steps", "dmc.action_repeat", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes",
+    "eval_envs", "log_every",
     "rainbow.batch_size", "rainbow.n_step", "rainbow.num_atoms", "rainbow.hidden", "rainbow.buffer_size",
     "sac.batch_size", "sac.hidden", "sac.latent_dim", "sac.buffer_size", "redo.interval", "redo.batch_size",
     "probe.batch_size", "probe.hessian_batch_size", "probe.hessian_iters",
@@ -353,12 +404,23 @@ def _get(config: Any, key: str) -> Any:
     return config
 
 
+def _set(config: Any, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        config = getattr(config, part)
+    setattr(config, last, value)
+
+
 def resolve(config: TrainConfig) -> TrainConfig:
     """Validate every field and fill the domain-dependent defaults (those left at None). Returns the same object."""
     domain, _, name = config.env.partition(":")
     if domain not in DOMAINS or not name:
         raise ValueError(f"env {config.env!r}: expected DOMAIN:NAME with DOMAIN one of {', '.join(DOMAINS)}"
                          " (e.g. atari:Pong, minatar:breakout, dmc:cheetah-run)")
+    budget_given = config.steps is not None or config.env_steps is not None
+    for key, value in DOMAIN_DEFAULTS[domain].items():
+        if _get(config, key) is None and not (key in _BUDGET_KEYS and budget_given):
+            _set(config, key, value)
     for key, allowed in _CHOICES.items():
         if _get(config, key) not in allowed:
             raise ValueError(f"config key {key!r} = {_get(config, key)!r}; allowed: {', '.join(allowed)}")
@@ -373,6 +435,17 @@ def resolve(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be in [0, 1]")
     if config.seed < 0:
         raise ValueError(f"config key 'seed' = {config.seed} must be >= 0")
+    if domain == "dmc" and config.dmc.action_repeat is None:
+        config.dmc.action_repeat = config.action_repeat
+    repeat = config.action_repeat
+    if config.steps is None:
+        config.steps = -(-config.env_steps // repeat)  # ceiling: at least the asked environment budget
+        config.env_steps = config.steps * repeat
+    elif config.env_steps is None:
+        config.env_steps = config.steps * repeat
+    elif config.env_steps != config.steps * repeat:
+        raise ValueError(f"config keys 'steps' = {config.steps} and 'env_steps' = {config.env_steps} disagree: "
+                         f"env_steps must be steps x action repeat ({repeat}) = {config.steps * repeat}; give one")
 
     continuous = domain == "dmc"
     if config.replay_ratio is None:

@@ -110,6 +110,14 @@ class SACAgent:
         """What a hard reset re-draws (Nikishin et al. 2022 on DMC): the actor and the critic; the encoder is kept."""
         return [(self.actor, None), (self.critic.critic, self.target.critic)]
 
+    @torch.no_grad()
+    def reset_extra_(self) -> list[torch.Tensor]:
+        """The rest of a hard reset: the temperature back to its initial value. The base code's reset builds a fresh
+        learner and copies back only the encoder ("note that the temperature is new as well"). Returns the tensors
+        renewed, so that the reset hook clears their optimizer state too."""
+        self.log_alpha.fill_(float(np.log(self.sac.initial_temperature)))
+        return [self.log_alpha]
+
     def shrink_perturb_modules(self) -> list[tuple[nn.Module, nn.Module]]:
         """What shrink & perturb softens at each reset (the encoder, PLASTIC†), with its target twin."""
         return [(self.critic.encoder, self.target.encoder)]
@@ -249,15 +257,21 @@ class SACAgent:
 
     def update_actor(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
         """Line 13 for pi, on detached features of the (updated) encoder, with the critic frozen so it gathers no
-        gradient. Returns the loss and log pi(a~|s) of the clean pass (for the temperature)."""
+        gradient. Returns the loss and log pi(a~|s) of the clean pass (for the temperature).
+
+        Only the parameters that were trainable are frozen and unfrozen again: a frozen pretrained encoder
+        (`--freeze-backbone`) stays frozen."""
         with torch.no_grad():
             features = self.critic.encoder(obs)
-        self.critic.requires_grad_(False)
+        trainable = [parameter for parameter in self.critic.parameters() if parameter.requires_grad]
+        for parameter in trainable:
+            parameter.requires_grad_(False)
         try:
             loss, log_prob, noise = self.actor_loss(features)
             _sam_step(self.actor_optimizer, lambda: self.actor_loss(features, noise)[0], loss)
         finally:
-            self.critic.requires_grad_(True)
+            for parameter in trainable:
+                parameter.requires_grad_(True)
         return loss.detach(), log_prob.detach()
 
     def update_temperature(self, log_prob: torch.Tensor) -> torch.Tensor:

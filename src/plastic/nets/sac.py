@@ -19,7 +19,7 @@ Plasticity switches (paper §3.3, App. A.3/A.4):
   "all" = also after each hidden FC layer of the actor and critic MLPs ("after each convolutional and fully-connected
   layer", App. A.4). The trunk's LayerNorm is part of the base agent and always there.
 - `crelu_placement`: None; "head" = CReLU in the actor and critic MLPs; "all" = also in the encoder (App. A.4 says
-  the DMC CReLU baseline replaced *all* ReLUs: `--set crelu.placement=all`). `width_mode` as in
+  the DMC CReLU baseline replaced *all* ReLUs: the DMC default of `crelu.placement`). `width_mode` as in
   `plastic.plasticity.crelu_widths`.
 Initialisation is each torch layer's default (`reset_parameters()`), so a reset re-draws from the init distribution;
 jaxrl uses orthogonal init for its MLPs.

@@ -2,6 +2,8 @@
 
     plastic sweep --envs minatar --methods base,plastic --seeds 0-4 --replay-ratio 2,4,8 --steps 100000 \\
         --out sweeps/minatar
+    plastic sweep --envs dmc-medium --methods base,plastic --seeds 0-4 --replay-ratio 1 --env-steps 2000000 \\
+        --out sweeps/dmc                                    # the same environment budget for every task
     plastic sweep --resume sweeps/minatar                   # or re-run the same command: finished trials are skipped
     plastic sweep ... --address auto                        # on the Ray cluster this machine belongs to
 """
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from plastic.errors import UserError
+from plastic.training.commands import check_budget_flags
 
 GRID_FLAGS = ("envs", "methods", "seeds", "replay_ratio", "steps")
 
@@ -32,7 +35,10 @@ def register(subparsers) -> None:
     grid.add_argument("--methods", help="comma list of presets, each optionally with switches: base,plastic,base+sam")
     grid.add_argument("--seeds", help="seeds: 0-4, or 0,3,7")
     grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8")
-    grid.add_argument("--steps", type=int, help="agent steps per run")
+    grid.add_argument("--steps", type=int, help="agent steps per run (default: each domain's budget, as in "
+                      "`plastic train`)")
+    grid.add_argument("--env-steps", type=int, help="environment steps per run, converted with each task's action "
+                      "repeat (as `plastic train --env-steps`); exclusive with --steps")
     grid.add_argument("--out", type=Path, help="the sweep directory (re-running the same command resumes it)")
     grid.add_argument("--resume", type=Path, metavar="SWEEP_DIR", help="continue the sweep in SWEEP_DIR, grid and "
                       "training options from its sweep.json")  # fmt: skip
@@ -74,7 +80,7 @@ def _new_or_existing_manifest(args):
     from plastic.sweep.grid import parse_envs, parse_int_list, parse_methods
     from plastic.sweep.manifest import MANIFEST_NAME, Manifest
 
-    given = [f"--{flag.replace('_', '-')}" for flag in GRID_FLAGS if getattr(args, flag) is not None]
+    given = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "env_steps") if getattr(args, flag) is not None]
     if args.resume is not None:
         if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None:
             raise UserError(f"--resume takes the grid and training options from {args.resume / MANIFEST_NAME}; "
@@ -82,7 +88,9 @@ def _new_or_existing_manifest(args):
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise UserError("give either --out or --resume, not both")
         return Manifest.load(args.resume)
-    missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out") if getattr(args, flag) is None]
+    check_budget_flags(args.steps, args.env_steps)
+    missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out")
+               if getattr(args, flag) is None and flag != "steps"]  # no budget: each domain's default
     if missing:
         raise UserError(f"a new sweep needs {', '.join(missing)} (or --resume SWEEP_DIR)")
     grid = {
@@ -92,8 +100,11 @@ def _new_or_existing_manifest(args):
         "seeds": parse_int_list(args.seeds, "--seeds"),
         "steps": args.steps,
     }
+    if args.env_steps is not None:
+        grid["env_steps"] = args.env_steps
     train_args = _train_args(args)
-    manifest = Manifest.create(args.out, grid, train_args, options={})  # validates the grid
+    manifest = Manifest.create(args.out, grid, train_args, options={},  # validates the grid
+                               steps=None if args.steps is not None else _agent_steps(args, grid["envs"]))
     if (args.out / MANIFEST_NAME).exists():
         existing = Manifest.load(args.out)
         if existing.grid != grid or existing.train_args != train_args:
@@ -103,6 +114,17 @@ def _new_or_existing_manifest(args):
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"{args.out} exists and is not a sweep (no {MANIFEST_NAME}); use another --out")
     return manifest
+
+
+def _agent_steps(args, envs: list[str]) -> dict[str, int]:
+    """Agent steps per env for an `--env-steps` budget, or the domains' default budgets: resolved as `plastic train`
+    resolves them (with this sweep's --set values, e.g. dmc.action_repeat), so each trial records its real length."""
+    from plastic.config import build, parse_overrides
+
+    overrides = parse_overrides(args.set)
+    if args.env_steps is not None:
+        overrides["env_steps"] = args.env_steps
+    return {env: build(env, overrides=overrides).steps for env in envs}
 
 
 def _options(args, manifest):

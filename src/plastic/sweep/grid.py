@@ -105,7 +105,8 @@ class Trial:
     method: str
     replay_ratio: int
     seed: int
-    steps: int
+    steps: int  # agent steps
+    env_steps: int | None = None  # the --env-steps budget the run converts itself (None: the run gets --steps)
 
     @property
     def preset(self) -> str:
@@ -126,10 +127,15 @@ class Trial:
 
 
 def expand_grid(
-    envs: list[str], methods: list[str], replay_ratios: list[int], seeds: list[int], steps: int
+    envs: list[str], methods: list[str], replay_ratios: list[int], seeds: list[int], steps: int | dict[str, int],
+    env_steps: int | None = None,
 ) -> list[Trial]:
-    """All trials of the grid. Seeds vary slowest, so a sweep stopped part-way holds whole seeds of every setting."""
-    if steps <= 0:
+    """All trials of the grid. Seeds vary slowest, so a sweep stopped part-way holds whole seeds of every setting.
+
+    `steps`: agent steps of every trial, or per env (an `--env-steps` budget converted with each task's action
+    repeat, or the domains' default budgets); `env_steps` is recorded on each trial and passed to its run."""
+    steps_of = steps if isinstance(steps, dict) else dict.fromkeys(envs, steps)
+    if any(steps_of[env] <= 0 for env in envs):
         raise ValueError(f"--steps must be positive, got {steps}")
     if any(ratio <= 0 for ratio in replay_ratios):
         raise ValueError(f"--replay-ratio values must be positive, got {replay_ratios}")
@@ -138,7 +144,7 @@ def expand_grid(
     if empty:
         raise ValueError(f"empty grid: {', '.join(empty)} selects nothing")
     return [
-        Trial(env=env, method=method, replay_ratio=ratio, seed=seed, steps=steps)
+        Trial(env=env, method=method, replay_ratio=ratio, seed=seed, steps=steps_of[env], env_steps=env_steps)
         for seed in seeds
         for env in envs
         for method in methods

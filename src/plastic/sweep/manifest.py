@@ -58,7 +58,8 @@ class TrialRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrialRecord:
-        trial = Trial(**{name: data[name] for name in ("env", "method", "replay_ratio", "seed", "steps")})
+        trial = Trial(**{name: data[name] for name in ("env", "method", "replay_ratio", "seed", "steps")},
+                      env_steps=data.get("env_steps"))
         record = cls(trial, **{name: data.get(name) for name in ("error", "started_at", "finished_at")})
         record.status, record.attempts = data.get("status", "pending"), int(data.get("attempts", 0))
         return record
@@ -79,8 +80,11 @@ class Manifest:
     updated_at: str = field(default_factory=now)
 
     @classmethod
-    def create(cls, directory: Path, grid: dict, train_args: list[str], options: dict) -> Manifest:
-        trials = expand_grid(grid["envs"], grid["methods"], grid["replay_ratios"], grid["seeds"], grid["steps"])
+    def create(cls, directory: Path, grid: dict, train_args: list[str], options: dict,
+               steps: dict[str, int] | None = None) -> Manifest:
+        """`steps`: agent steps per env, when the grid's budget is `env_steps` or the domains' defaults."""
+        trials = expand_grid(grid["envs"], grid["methods"], grid["replay_ratios"], grid["seeds"],
+                             grid["steps"] if steps is None else steps, grid.get("env_steps"))
         records = {trial.id: TrialRecord(trial) for trial in trials}
         return cls(Path(directory), dict(grid), list(train_args), dict(options), records)
 

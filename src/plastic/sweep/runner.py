@@ -89,9 +89,10 @@ def train_command(trial: Trial, run_dir: Path, resume: bool, train_args: list[st
     if resume:
         return ["-m", "plastic", "train", "--resume", str(run_dir), *common]
     switches = ["--methods", ",".join(trial.switches)] if trial.switches else []
+    budget = ["--steps", str(trial.steps)] if trial.env_steps is None else ["--env-steps", str(trial.env_steps)]
     return [
         "-m", "plastic", "train", "--env", trial.env, "--preset", trial.preset, *switches,
-        "--replay-ratio", str(trial.replay_ratio), "--seed", str(trial.seed), "--steps", str(trial.steps),
+        "--replay-ratio", str(trial.replay_ratio), "--seed", str(trial.seed), *budget,
         "--run-dir", str(run_dir), *common, *train_args,
     ]  # fmt: skip
 

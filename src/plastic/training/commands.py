@@ -29,13 +29,17 @@ def register(subparsers) -> None:
                                                      "ln,sam,crelu,reset,shrink_perturb,redo")
     train.add_argument("--replay-ratio", type=int, help="gradient updates per agent step (paper: 2, 4, 8)")
     train.add_argument("--seed", type=int)
-    train.add_argument("--steps", type=int, help="agent steps (Atari-100k: 100000)")
+    train.add_argument("--steps", type=int, help="agent steps (default: Atari/MinAtar 100000)")
+    train.add_argument("--env-steps", type=int, help="environment steps = agent steps x action repeat (DMC: the "
+                       "task's, Atari: frame skip 4, MinAtar: 1), rounded up to whole agent steps; exclusive with "
+                       "--steps (default: DMC 2000000)")
     train.add_argument("--out", default="runs", help="parent folder; the run directory is created inside it")
     train.add_argument("--run-dir", help="exact run directory (must not exist or be empty)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
-    train.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (Atari: 100)")
+    train.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (default: Atari/MinAtar "
+                       "100, DMC 10)")
     train.add_argument("--threads", type=int, help="torch threads (0 = torch's default)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config field, e.g. --set sam.rho=0.05 (repeatable)")
@@ -63,8 +67,9 @@ def _cli_overrides(args) -> dict:
         overrides = parse_overrides(args.overrides)
     except ValueError as error:
         raise UserError(str(error)) from None
+    check_budget_flags(args.steps, args.env_steps)
     for flag, key in (("replay_ratio", "replay_ratio"), ("seed", "seed"), ("steps", "steps"),
-                      ("device", "device"), ("checkpoint_every", "checkpoint_every"),
+                      ("env_steps", "env_steps"), ("device", "device"), ("checkpoint_every", "checkpoint_every"),
                       ("eval_episodes", "eval_episodes"), ("threads", "threads")):
         value = getattr(args, flag)
         if value is not None:
@@ -74,6 +79,16 @@ def _cli_overrides(args) -> dict:
     if args.freeze_backbone:
         overrides["freeze_backbone"] = True
     return overrides
+
+
+def check_budget_flags(steps: int | None, env_steps: int | None) -> None:
+    """--steps and --env-steps: at most one, and positive (also used by `plastic sweep`)."""
+    if steps is not None and env_steps is not None:
+        raise UserError(f"give either --steps (agent steps) or --env-steps (environment steps), not both "
+                        f"(got --steps {steps} and --env-steps {env_steps})")
+    for flag, value in (("--steps", steps), ("--env-steps", env_steps)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} must be positive, got {value}")
 
 
 def default_run_name(config) -> str:
@@ -136,8 +151,9 @@ def _resume(args) -> int:
         raise UserError(f"--resume {run_dir}: the run already finished ({RESULT_FILE} exists)")
     if not checkpoint_paths(run_dir):
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from; start it again with --run-dir")
-    if args.env or args.overrides or args.methods or args.steps is not None or args.backbone_checkpoint:
-        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--set/"
+    if (args.env or args.overrides or args.methods or args.steps is not None or args.env_steps is not None
+            or args.backbone_checkpoint):
+        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--env-steps/--set/"
                         "--backbone-checkpoint cannot be combined with it")
     try:
         config = config_module.load(run_dir / CONFIG_FILE)
@@ -172,7 +188,7 @@ def run_eval(args) -> int:
     from plastic.training.checkpoint import load_latest_checkpoint
     from plastic.training.evaluation import evaluate
     from plastic.training.files import atomic_write_text
-    from plastic.training.loop import CONFIG_FILE, human_normalized, make_agent, resolve_device
+    from plastic.training.loop import CONFIG_FILE, env_options, human_normalized, make_agent, resolve_device
 
     run_dir = Path(args.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -188,7 +204,7 @@ def run_eval(args) -> int:
         raise UserError(str(error)) from None
     from plastic.envs import make_env
 
-    env = make_env(config.env, seed=config.seed, train=False)
+    env = make_env(config.env, seed=config.seed, train=False, **env_options(config))
     agent = make_agent(config, env, device)
     env.close()
     agent.load_state_dict(state["agent"])
@@ -196,7 +212,7 @@ def run_eval(args) -> int:
     seed = config.seed if args.seed is None else args.seed
     rng = np.random.default_rng([seed, 1])
     returns = evaluate(agent.evaluation_policy(rng), config.env, episodes=episodes, num_envs=config.eval_envs,
-                       seed=10_000 + seed)
+                       seed=10_000 + seed, env_options=env_options(config))
     mean = float(np.mean(returns))
     out = {"env": config.env, "method": config.method_label, "seed": seed, "checkpoint": path.name,
            "step": state["step"], "eval_returns": returns, "eval_mean": mean,

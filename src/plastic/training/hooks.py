@@ -9,7 +9,8 @@
   on transitions sampled uniformly from the replay buffer (paper §4.1, Fig. 4).
 
 An agent exposes `reset_modules()`, `shrink_perturb_modules()` (lists of (online, target twin or None)), `optimizers`,
-`generator`, `updates`, `probe_model`, `probe_inputs(batch)`, `loss_closure(batch)` and `redo(inputs, tau)`.
+`generator`, `updates`, `probe_model`, `probe_inputs(batch)`, `loss_closure(batch)` and `redo(inputs, tau)`, and
+optionally `reset_extra_()` (renews what a hard reset renews outside those modules; returns the tensors).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class ResetHook(Hook):
                 if target is not None and self.reset_target:
                     target.load_state_dict(online.state_dict())  # the same fresh draw
                 touched += list(online.parameters())
+            if hasattr(agent, "reset_extra_"):  # state outside the reset modules (SAC's temperature)
+                touched += agent.reset_extra_()
         if self.alpha is not None:
             for online, target in agent.shrink_perturb_modules():
                 if not any(p.requires_grad for p in online.parameters()):

@@ -68,6 +68,11 @@ def make_buffer(config: TrainConfig, env, agent):
                         **agent.replay_options())
 
 
+def env_options(config: TrainConfig) -> dict:
+    """Options of the run's envs (training and evaluation) that the config sets: DMC's action repeat."""
+    return {"action_repeat": config.dmc.action_repeat} if config.domain == "dmc" else {}
+
+
 def human_normalized(env_id: str, score: float) -> float | None:
     if not env_id.startswith("atari:"):
         return None
@@ -96,7 +101,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # nothing should draw from the global RNG; this pins it if something does
         self.device = resolve_device(config.device)
-        self.env = make_env(config.env, seed=config.seed, train=True)
+        self.env = make_env(config.env, seed=config.seed, train=True, **env_options(config))
         self.agent = make_agent(config, self.env, self.device)
         if config.backbone_checkpoint:
             from plastic.training.pretrained import apply_pretrained_backbone
@@ -106,7 +111,7 @@ class Trainer:
             raise ValueError("--freeze-backbone needs --backbone-checkpoint PATH")
         self.buffer = make_buffer(config, self.env, self.agent)
         self.hooks = build_hooks(config)
-        self.env_steps_per_step = getattr(self.env, "action_repeat", 1) if config.domain == "dmc" else 1
+        self.env_steps_per_step = config.action_repeat  # DMC's action repeat, Atari's frame skip, MinAtar 1
 
     def _state(self) -> dict:
         return {
@@ -182,7 +187,8 @@ class Trainer:
         params = count_parameters(self.agent.probe_model)
         print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
         print(f"env {config.env} | preset {config.preset} | methods {','.join(config.methods) or 'none'} | "
-              f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} | "
+              f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} "
+              f"(env steps {config.env_steps:,}, action repeat {config.action_repeat}) | "
               f"device {self.device} | threads {torch.get_num_threads()} | "
               f"compile {'on' if config.compile_enabled else 'off'}", flush=True)
         print(f"parameters: {params:,} ({params / 1e6:.2f}M) in the online network", flush=True)
@@ -252,7 +258,8 @@ class Trainer:
         # Evaluation has its own RNG and envs, so it never changes the training run's randomness.
         rng = np.random.default_rng([self.config.seed, 1 + seed_offset])
         return evaluate(self.agent.evaluation_policy(rng), self.config.env, episodes=episodes,
-                        num_envs=self.config.eval_envs, seed=10_000 + self.config.seed + seed_offset)
+                        num_envs=self.config.eval_envs, seed=10_000 + self.config.seed + seed_offset,
+                        env_options=env_options(self.config))
 
     def _finish(self) -> dict:
         config = self.config
@@ -270,6 +277,7 @@ class Trainer:
             "replay_ratio": config.replay_ratio,
             "seed": config.seed,
             "steps": config.steps,
+            "env_steps": config.env_steps,
             "eval_returns": eval_returns,
             "eval_mean": eval_mean,
             "hns": human_normalized(config.env, eval_mean),
@@ -277,7 +285,7 @@ class Trainer:
             "train_time_s": round(train_time, 3),
             "updates": self.agent.updates,
             "updates_per_s": self.agent.updates / self.update_time_s if self.update_time_s else 0.0,
-            "env_steps_per_s": self.step * self.env_steps_per_step / train_time,
+            "env_steps_per_s": self.step * self.env_steps_per_step / train_time,  # agent steps x action_repeat
             "num_parameters": count_parameters(self.agent.probe_model),
             "plastic_version": __version__,
         }
