@@ -26,12 +26,13 @@ def register(subparsers) -> None:
         epilog="Trials run as `plastic train` run directories under OUT/runs/; OUT/sweep.json records the grid and "
         "every trial's status; logs go to OUT/logs/. See docs/sweep.md.",
     )
-    grid = parser.add_argument_group("the grid (all required for a new sweep)")
+    grid = parser.add_argument_group("the grid (all but --replay-ratio required for a new sweep)")
     grid.add_argument("--envs", help="comma list of env groups (atari100k, dmc-medium, minatar) and env ids "
                       "(minatar:breakout, atari:Pong, dmc:cheetah-run)")  # fmt: skip
     grid.add_argument("--methods", help="comma list of presets, each optionally with switches: base,plastic,base+sam")
     grid.add_argument("--seeds", help="seeds: 0-4, or 0,3,7")
-    grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8")
+    grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8 (default: each domain's, as "
+                      "`plastic train`: 2 on Atari and MinAtar, 1 on DMC)")  # fmt: skip
     grid.add_argument("--steps", type=int, help="agent steps per run")
     grid.add_argument("--out", type=Path, help="the sweep directory (re-running the same command resumes it)")
     grid.add_argument("--resume", type=Path, metavar="SWEEP_DIR", help="continue the sweep in SWEEP_DIR, grid and "
@@ -82,13 +83,14 @@ def _new_or_existing_manifest(args):
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise UserError("give either --out or --resume, not both")
         return Manifest.load(args.resume)
-    missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out") if getattr(args, flag) is None]
+    missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out")
+               if getattr(args, flag) is None and flag != "replay_ratio"]  # fmt: skip
     if missing:
         raise UserError(f"a new sweep needs {', '.join(missing)} (or --resume SWEEP_DIR)")
     grid = {
         "envs": parse_envs(args.envs),
         "methods": parse_methods(args.methods),
-        "replay_ratios": parse_int_list(args.replay_ratio, "--replay-ratio"),
+        "replay_ratios": None if args.replay_ratio is None else parse_int_list(args.replay_ratio, "--replay-ratio"),
         "seeds": parse_int_list(args.seeds, "--seeds"),
         "steps": args.steps,
     }
