@@ -47,7 +47,7 @@ def test_missing_grid_flags_are_named(tmp_path, capsys):
 def test_without_replay_ratio_each_env_gets_its_domains_default(tmp_path, capsys):
     """As `plastic train`: 2 on Atari and MinAtar (Table 5), 1 on DMC (Table 6)."""
     argv = ["--envs", "minatar:breakout,atari:Pong,dmc:cheetah-run", "--methods", "base", "--seeds", "0",
-            "--steps", "400", "--out", str(tmp_path / "sweep"), "--dry-run"]  # fmt: skip
+            "--steps", "400", "--out", str(tmp_path / "sweep"), "--keep-replay", "--dry-run"]  # fmt: skip
     assert main(["sweep", *argv]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "3 trials"
@@ -56,6 +56,7 @@ def test_without_replay_ratio_each_env_gets_its_domains_default(tmp_path, capsys
         "start     dmc_cheetah-run/base/rr1/seed0",
     ]  # fmt: skip
     assert [line.split("--replay-ratio ")[1].split()[0] for line in out[:-1]] == ["2", "2", "1"]
+    assert all(line.endswith(" --keep-replay") for line in out[:-1])  # passed to every trial
 
 
 def test_unreachable_address_is_one_line_and_fast(tmp_path, capsys):

@@ -169,6 +169,8 @@ class TrainConfig:
     # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
+    keep_replay: bool = False  # a finished run keeps only its final checkpoint, without the replay buffer (it is
+    # evaluated and fine-tuned from, not continued); true keeps the last `keep_checkpoints` whole (README, "run directory")
     eval_episodes: int = 100
     eval_envs: int = 10
     eval_every: int = 0  # agent steps; 0 = only at the end

@@ -40,6 +40,7 @@ def register(subparsers) -> None:
     train = parser.add_argument_group("passed to every `plastic train`")
     train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
     train.add_argument("--eval-episodes", type=int, help="evaluation episodes at the end of each run")
+    train.add_argument("--keep-replay", action="store_true", help="finished runs keep their replay buffers")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field; repeatable")
     execution = parser.add_argument_group("execution")
     execution.add_argument("--address", help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
@@ -62,6 +63,8 @@ def _train_args(args) -> list[str]:
         train_args += ["--checkpoint-every", str(args.checkpoint_every)]
     if args.eval_episodes is not None:
         train_args += ["--eval-episodes", str(args.eval_episodes)]
+    if args.keep_replay:
+        train_args += ["--keep-replay"]
     for assignment in args.set:
         if "=" not in assignment:
             raise UserError(f"--set {assignment!r}: expected KEY=VALUE")
@@ -77,7 +80,7 @@ def _new_or_existing_manifest(args):
 
     given = [f"--{flag.replace('_', '-')}" for flag in GRID_FLAGS if getattr(args, flag) is not None]
     if args.resume is not None:
-        if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None:
+        if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None or args.keep_replay:
             raise UserError(f"--resume takes the grid and training options from {args.resume / MANIFEST_NAME}; "
                             f"drop {', '.join(given) or 'the training options'}")  # fmt: skip
         if args.out is not None and args.out.resolve() != args.resume.resolve():
