@@ -170,7 +170,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
     keep_replay: bool = False  # a finished run keeps only its final checkpoint, without the replay buffer (it is
-    # evaluated and fine-tuned from, not continued); true keeps the last `keep_checkpoints` whole (README, "run directory")
+    # evaluated and fine-tuned from, not continued); true keeps the last `keep_checkpoints` whole (README: "Disk")
     eval_episodes: int = 100
     eval_envs: int = 10
     eval_every: int = 0  # agent steps; 0 = only at the end
