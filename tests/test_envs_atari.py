@@ -168,6 +168,31 @@ def test_time_cap_truncates_with_episode_info():
     assert make_env("atari:Pong", seed=0, train=False).max_episode_steps == 27_000  # 108k frames
 
 
+def test_gymnasium_conventions_the_emulator_is_unwrapped_ale_and_the_cap_is_spec_max_episode_steps():
+    import ale_py
+    import gymnasium
+
+    env = gymnasium.wrappers.RecordEpisodeStatistics(make_env("atari:Breakout", seed=0, train=True))
+    ale = env.unwrapped.ale
+    assert isinstance(ale, ale_py.ALEInterface)
+    _, info = env.reset()
+    assert ale.lives() == 5  # Breakout's five lives
+    start = ale.getEpisodeFrameNumber()
+    for _ in range(10):
+        _, _, _, _, info = env.step(0)
+    assert ale.getEpisodeFrameNumber() == start + 40 == info["episode_frame_number"]  # 10 steps x frame skip 4
+    assert env.spec.id == "atari:Breakout"
+    assert env.spec.max_episode_steps == 27_000 and env.spec.max_episode_steps * 4 == 108_000  # Atari-100k's cap
+    assert make_env("atari:Pong", seed=0, train=False, max_episode_steps=30).spec.max_episode_steps == 30
+
+    remade = gymnasium.make(env.unwrapped.spec)  # the spec's kwargs rebuild the same env
+    first = make_env("atari:Breakout", seed=3, train=True)
+    observations = [remade.reset(seed=3)[0], first.reset()[0]]
+    np.testing.assert_array_equal(*observations)
+    actions = random_actions(300, seed=4)
+    assert_same_trace(play(remade, actions), play(first, actions))
+
+
 def test_identical_seeds_give_identical_trajectories():
     actions = random_actions(600, seed=5)
     runs = []

@@ -75,6 +75,9 @@ def test_time_cap_truncates():
     env.reset()
     outcomes = [env.step(0)[2:4] for _ in range(25)]
     assert outcomes == [(False, False)] * 24 + [(False, True)]
+    assert env.spec.max_episode_steps == 25  # where gymnasium users look for the cap
+    assert make_env("minatar:freeway", seed=0, train=False).spec.max_episode_steps == 27_000
+    assert make_env("minatar:freeway", seed=0, train=False, max_episode_steps=None).spec.max_episode_steps is None
 
 
 @pytest.mark.parametrize("game", MINATAR_GAMES)

@@ -41,7 +41,7 @@ def test_bad_grid_is_one_line_and_creates_nothing(tmp_path, capsys, change, mess
 
 def test_missing_grid_flags_are_named(tmp_path, capsys):
     err = one_line_error(capsys, ["--envs", "minatar", "--out", str(tmp_path / "s")])
-    assert "a new sweep needs --methods, --seeds, --replay-ratio (or --resume SWEEP_DIR)" in err
+    assert "a new sweep needs --methods, --seeds (or --resume SWEEP_DIR)" in err
 
 
 @pytest.mark.parametrize("budget, message", [
@@ -88,6 +88,21 @@ def test_without_a_budget_each_domain_gets_its_default(tmp_path, capsys):
     assert budgets == {"dmc:cheetah-run": (500_000, None), "minatar:breakout": (100_000, None),
                        "atari:Pong": (100_000, None)}
     assert out.count("--steps 500000 ") == 1 and out.count("--steps 100000 ") == 2
+
+
+def test_without_replay_ratio_each_env_gets_its_domains_default(tmp_path, capsys):
+    """As `plastic train`: 2 on Atari and MinAtar (Table 5), 1 on DMC (Table 6)."""
+    argv = ["--envs", "minatar:breakout,atari:Pong,dmc:cheetah-run", "--methods", "base", "--seeds", "0",
+            "--steps", "400", "--out", str(tmp_path / "sweep"), "--keep-replay", "--dry-run"]  # fmt: skip
+    assert main(["sweep", *argv]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "3 trials"
+    assert [line.split(":")[0] for line in out[:-1]] == [
+        "start     minatar_breakout/base/rr2/seed0", "start     atari_Pong/base/rr2/seed0",
+        "start     dmc_cheetah-run/base/rr1/seed0",
+    ]  # fmt: skip
+    assert [line.split("--replay-ratio ")[1].split()[0] for line in out[:-1]] == ["2", "2", "1"]
+    assert all(line.endswith(" --keep-replay") for line in out[:-1])  # passed to every trial
 
 
 def test_unreachable_address_is_one_line_and_fast(tmp_path, capsys):

@@ -83,7 +83,7 @@ def test_a_tiny_run_writes_every_file(reference):
     assert (reference / "config.json").is_file()
     assert (reference / "metrics.jsonl").is_file()
     assert any(p.name.startswith("events.out.tfevents") for p in (reference / "tb").iterdir())
-    assert [p.name for p in checkpoint_paths(reference)] == ["step_000000300.pt", "step_000000400.pt"]  # keep 2
+    assert [p.name for p in checkpoint_paths(reference)] == ["step_000000400.pt"]  # finished: the final one only
     out = result(reference)
     assert RESULT_KEYS <= set(out)
     assert (out["env"], out["preset"], out["seed"], out["steps"]) == ("minatar:breakout", "plastic", 0, STEPS)
@@ -180,6 +180,34 @@ def test_eval_evaluates_the_latest_checkpoint(reference, capsys):
     assert out["eval_mean"] == pytest.approx(sum(out["eval_returns"]) / 3)
     assert "eval_step400.json" in capsys.readouterr().out
     (reference / "eval_step400.json").unlink()  # leave the shared run as the other tests expect it
+
+
+def test_a_finished_run_drops_its_replay_unless_keep_replay(reference, tmp_path, capsys):
+    final = load_checkpoint(checkpoint_paths(reference)[-1])
+    assert final["buffer"] is None and final["step"] == STEPS  # eval and fine-tuning read only the agent
+    kept_dir = tmp_path / "kept"
+    assert main(["train", *TINY, "--run-dir", str(kept_dir), "--keep-replay"]) == 0
+    assert json.loads((kept_dir / "config.json").read_text())["keep_replay"] is True
+    assert [p.name for p in checkpoint_paths(kept_dir)] == ["step_000000300.pt", "step_000000400.pt"]  # keep 2
+    kept = load_checkpoint(checkpoint_paths(kept_dir)[-1])
+    assert kept["buffer"]["_added"] == STEPS  # every transition of the run
+    assert kept["buffer"]["_frames"].shape[0] == kept["buffer"]["_frames_written"] > STEPS  # + one per episode start
+    for name, tensor in final["agent"]["online"].items():  # dropping the replay loses nothing of the agent
+        assert tensor.equal(kept["agent"]["online"][name]), name
+    assert checkpoint_paths(reference)[-1].stat().st_size < checkpoint_paths(kept_dir)[-1].stat().st_size
+    assert not list((reference / "checkpoints").glob(".*.tmp"))  # written atomically, no temporary left
+
+    # A checkpoint without its replay cannot be continued: one line naming --keep-replay (if result.json is gone).
+    stripped = tmp_path / "stripped"
+    stripped.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        (stripped / name).write_bytes((reference / name).read_bytes())
+    (stripped / "checkpoints").mkdir()
+    (stripped / "checkpoints" / "step_000000400.pt").write_bytes(checkpoint_paths(reference)[-1].read_bytes())
+    capsys.readouterr()
+    assert main(["train", "--resume", str(stripped), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no replay buffer" in err and "--keep-replay" in err, err
 
 
 # --------------------------------------------------------------------------------------------- bad input

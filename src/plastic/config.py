@@ -186,6 +186,8 @@ class TrainConfig:
     # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
+    keep_replay: bool = False  # a finished run keeps only its final checkpoint, without the replay buffer (it is
+    # evaluated and fine-tuned from, not continued); true keeps the last `keep_checkpoints` whole (README: "Disk")
     eval_episodes: int | None = None  # final evaluation; None = 10 on DMC (§4.1, Table 10; Table 6 says 100, the two
     # disagree and the text is followed), 100 on Atari/MinAtar (§4.1)
     eval_envs: int = 10

@@ -22,6 +22,12 @@ OpenAI baselines): that step returns `terminated=True`; the next `reset()` keeps
 current frame stack, with no no-ops. Only a real game over (or the time cap) makes the next `reset()` restart the
 emulator. `train=False` plays whole games. On the step that ends a whole game, `info["episode"]` holds the game's raw
 score summed over all its lives and its length in agent steps.
+
+Gymnasium conventions: `env.unwrapped.ale` is the `ale_py.ALEInterface` (as in gymnasium's own `AtariEnv`; read it,
+e.g. `lives()` or `getScreenRGB()`, but act only through `step()`, which keeps the counters and the frame stack), and
+`env.spec` is a gymnasium `EnvSpec` with `id` the env id (`atari:Pong`), `max_episode_steps` the episode cap in agent
+steps (27,000 = 108,000 frames) and `kwargs` the constructor's arguments, so `gymnasium.make(env.spec)` builds the
+same env (seed it with `reset(seed=...)`).
 """
 
 from __future__ import annotations
@@ -168,6 +174,12 @@ class AtariEnv(gymnasium.Env):
         self.frame_stack = int(frame_stack)
         self.max_episode_steps = int(max_episode_steps)
         self._rom_path = roms.get_rom_path(_name_to_rom_id(game))
+        self.spec = gymnasium.envs.registration.EnvSpec(
+            id=f"atari:{game}", entry_point="plastic.envs.atari:AtariEnv", max_episode_steps=self.max_episode_steps,
+            kwargs={"game": game, "train": self.train, "sticky": self.sticky, "noop_max": self.noop_max,
+                    "frame_skip": self.frame_skip, "frame_stack": self.frame_stack, "frame_size": int(frame_size),
+                    "max_episode_steps": self.max_episode_steps},
+        )  # fmt: skip
 
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         self._ale = ale_py.ALEInterface()
@@ -238,6 +250,11 @@ class AtariEnv(gymnasium.Env):
 
     def close(self):
         self._ale = None
+
+    @property
+    def ale(self):
+        """The emulator, `ale_py.ALEInterface` (gymnasium's `AtariEnv.ale`); act through `step()`, not on it."""
+        return self._ale
 
     # ---- exact save / restore -------------------------------------------------------------------------------------
     def get_state(self) -> dict:

@@ -5,7 +5,8 @@ sticky actions with probability 0.1 and difficulty ramping on (both options), th
 rewards, no frame stacking (the state already shows motion through trail channels). Observations are the game's C
 binary channels as `uint8` 0/1 shaped (C, 10, 10), C depending on the game. Each game end (MinAtar has no lives)
 gives `terminated=True` and `info["episode"]`. Episodes are truncated after `max_episode_steps` (27,000 by default,
-the Atari cap; MinAtar itself has none, and a good agent can play Breakout forever); `None` removes the cap.
+the Atari cap; MinAtar itself has none, and a good agent can play Breakout forever); `None` removes the cap. As in
+gymnasium, `env.spec` is an `EnvSpec` whose `max_episode_steps` is that cap and whose `kwargs` rebuild the env.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class MinAtarEnv(gymnasium.Env):
         self.train = bool(train)
         self.max_episode_steps = max_episode_steps
         self._game = Environment(game, sticky_action_prob=float(sticky), difficulty_ramping=difficulty_ramping)
+        self.spec = gymnasium.envs.registration.EnvSpec(
+            id=f"minatar:{game}", entry_point="plastic.envs.minatar:MinAtarEnv", max_episode_steps=max_episode_steps,
+            kwargs={"game": game, "train": self.train, "sticky": float(sticky),
+                    "difficulty_ramping": bool(difficulty_ramping), "max_episode_steps": max_episode_steps},
+        )  # fmt: skip
         self._action_set = list(self._game.minimal_action_set())
         height, width, channels = self._game.state_shape()
         self.frame_shape = (channels, height, width)  # (C, H, W) of one frame

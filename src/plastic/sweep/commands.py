@@ -29,12 +29,13 @@ def register(subparsers) -> None:
         epilog="Trials run as `plastic train` run directories under OUT/runs/; OUT/sweep.json records the grid and "
         "every trial's status; logs go to OUT/logs/. See docs/sweep.md.",
     )
-    grid = parser.add_argument_group("the grid (all required for a new sweep)")
+    grid = parser.add_argument_group("the grid (--envs, --methods, --seeds and --out required for a new sweep)")
     grid.add_argument("--envs", help="comma list of env groups (atari100k, dmc-medium, minatar) and env ids "
                       "(minatar:breakout, atari:Pong, dmc:cheetah-run)")  # fmt: skip
     grid.add_argument("--methods", help="comma list of presets, each optionally with switches: base,plastic,base+sam")
     grid.add_argument("--seeds", help="seeds: 0-4, or 0,3,7")
-    grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8")
+    grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8 (default: each domain's, as "
+                      "`plastic train`: 2 on Atari and MinAtar, 1 on DMC)")  # fmt: skip
     grid.add_argument("--steps", type=int, help="agent steps per run (default: each domain's budget, as in "
                       "`plastic train`)")
     grid.add_argument("--env-steps", type=int, help="environment steps per run, converted with each task's action "
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     train = parser.add_argument_group("passed to every `plastic train`")
     train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
     train.add_argument("--eval-episodes", type=int, help="evaluation episodes at the end of each run")
+    train.add_argument("--keep-replay", action="store_true", help="finished runs keep their replay buffers")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field; repeatable")
     execution = parser.add_argument_group("execution")
     execution.add_argument("--address", help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
@@ -67,6 +69,8 @@ def _train_args(args) -> list[str]:
         train_args += ["--checkpoint-every", str(args.checkpoint_every)]
     if args.eval_episodes is not None:
         train_args += ["--eval-episodes", str(args.eval_episodes)]
+    if args.keep_replay:
+        train_args += ["--keep-replay"]
     for assignment in args.set:
         if "=" not in assignment:
             raise UserError(f"--set {assignment!r}: expected KEY=VALUE")
@@ -82,7 +86,7 @@ def _new_or_existing_manifest(args):
 
     given = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "env_steps") if getattr(args, flag) is not None]
     if args.resume is not None:
-        if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None:
+        if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None or args.keep_replay:
             raise UserError(f"--resume takes the grid and training options from {args.resume / MANIFEST_NAME}; "
                             f"drop {', '.join(given) or 'the training options'}")  # fmt: skip
         if args.out is not None and args.out.resolve() != args.resume.resolve():
@@ -90,13 +94,13 @@ def _new_or_existing_manifest(args):
         return Manifest.load(args.resume)
     check_budget_flags(args.steps, args.env_steps)
     missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out")
-               if getattr(args, flag) is None and flag != "steps"]  # no budget: each domain's default
+               if getattr(args, flag) is None and flag not in ("steps", "replay_ratio")]  # each domain's default
     if missing:
         raise UserError(f"a new sweep needs {', '.join(missing)} (or --resume SWEEP_DIR)")
     grid = {
         "envs": parse_envs(args.envs),
         "methods": parse_methods(args.methods),
-        "replay_ratios": parse_int_list(args.replay_ratio, "--replay-ratio"),
+        "replay_ratios": None if args.replay_ratio is None else parse_int_list(args.replay_ratio, "--replay-ratio"),
         "seeds": parse_int_list(args.seeds, "--seeds"),
         "steps": args.steps,
     }

@@ -126,27 +126,36 @@ class Trial:
         return asdict(self)
 
 
+def default_replay_ratio(env: str) -> int:
+    """The replay ratio `plastic train` uses for `env` when none is given (the config's domain default)."""
+    from plastic.config import TrainConfig, resolve
+
+    return resolve(TrainConfig(env=env)).replay_ratio
+
+
 def expand_grid(
-    envs: list[str], methods: list[str], replay_ratios: list[int], seeds: list[int], steps: int | dict[str, int],
-    env_steps: int | None = None,
+    envs: list[str], methods: list[str], replay_ratios: list[int] | None, seeds: list[int],
+    steps: int | dict[str, int], env_steps: int | None = None,
 ) -> list[Trial]:
     """All trials of the grid. Seeds vary slowest, so a sweep stopped part-way holds whole seeds of every setting.
 
     `steps`: agent steps of every trial, or per env (an `--env-steps` budget converted with each task's action
-    repeat, or the domains' default budgets); `env_steps` is recorded on each trial and passed to its run."""
+    repeat, or the domains' default budgets); `env_steps` is recorded on each trial and passed to its run.
+    `replay_ratios` None gives each env its domain's default (2 on Atari and MinAtar, 1 on DMC), as `plastic train`."""
     steps_of = steps if isinstance(steps, dict) else dict.fromkeys(envs, steps)
     if any(steps_of[env] <= 0 for env in envs):
         raise ValueError(f"--steps must be positive, got {steps}")
-    if any(ratio <= 0 for ratio in replay_ratios):
+    if replay_ratios is not None and any(ratio <= 0 for ratio in replay_ratios):
         raise ValueError(f"--replay-ratio values must be positive, got {replay_ratios}")
     sizes = {"--envs": envs, "--methods": methods, "--replay-ratio": replay_ratios, "--seeds": seeds}
-    empty = [flag for flag, values in sizes.items() if not values]
+    empty = [flag for flag, values in sizes.items() if values is not None and not values]
     if empty:
         raise ValueError(f"empty grid: {', '.join(empty)} selects nothing")
+    ratios = {env: replay_ratios if replay_ratios is not None else [default_replay_ratio(env)] for env in envs}
     return [
         Trial(env=env, method=method, replay_ratio=ratio, seed=seed, steps=steps_of[env], env_steps=env_steps)
         for seed in seeds
         for env in envs
         for method in methods
-        for ratio in replay_ratios
+        for ratio in ratios[env]
     ]

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
     train.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (default: Atari/MinAtar "
                        "100, DMC 10)")
+    train.add_argument("--keep-replay", action="store_true", help="a finished run keeps its last checkpoints whole, "
+                       "replay buffer included (default: only the final one, without the replay)")  # fmt: skip
     train.add_argument("--threads", type=int, help="torch threads (0 = torch's default)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config field, e.g. --set sam.rho=0.05 (repeatable)")
@@ -78,6 +80,8 @@ def _cli_overrides(args) -> dict:
         overrides["backbone_checkpoint"] = args.backbone_checkpoint
     if args.freeze_backbone:
         overrides["freeze_backbone"] = True
+    if args.keep_replay:
+        overrides["keep_replay"] = True
     return overrides
 
 
@@ -164,6 +168,8 @@ def _resume(args) -> int:
         config.device = args.device
     if args.threads is not None:
         config.threads = args.threads
+    if args.keep_replay:
+        config.keep_replay = True
     return _run(config, run_dir, resume=True, progress=not args.no_progress)
 
 

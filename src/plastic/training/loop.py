@@ -113,10 +113,10 @@ class Trainer:
         self.hooks = build_hooks(config)
         self.env_steps_per_step = config.action_repeat  # DMC's action repeat, Atari's frame skip, MinAtar 1
 
-    def _state(self) -> dict:
+    def _state(self, replay: bool = True) -> dict:
         return {
             "agent": self.agent.state_dict(),
-            "buffer": self.buffer.state_dict(),
+            "buffer": self.buffer.state_dict() if replay else None,
             "env": self.env.get_state(),
             "obs": self.obs,
             "logger": self.logger.state_dict(),
@@ -142,6 +142,9 @@ class Trainer:
                 raise ValueError(f"{self.run_dir} has no readable checkpoint to resume from")
             state, path = loaded
             self.agent.load_state_dict(state["agent"])
+            if state["buffer"] is None:
+                raise ValueError(f"{path} holds no replay buffer (the run finished without --keep-replay): it can be "
+                                 "evaluated or fine-tuned from, not continued")  # fmt: skip
             self.buffer.load_state_dict(state["buffer"])
             self.env.set_state(state["env"])
             self.obs = state["obs"]
@@ -291,6 +294,8 @@ class Trainer:
         }
         self.logger.log(self.step, self.elapsed(), {"eval/return_mean": eval_mean})
         atomic_write_text(self.run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+        if not config.keep_replay:  # the replay is most of a checkpoint (Atari: ~0.7 GB); eval/fine-tuning need none
+            save_checkpoint(self.run_dir, self.step, self._state(replay=False), keep=1)
         hns = f" | HNS {result['hns']:.3f}" if result["hns"] is not None else ""
         print(f"\nfinished {config.env} {config.method_label} seed {config.seed}: eval return "
               f"{eval_mean:.2f} ± {np.std(eval_returns):.2f} over {len(eval_returns)} episodes{hns} | "
