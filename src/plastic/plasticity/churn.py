@@ -134,7 +134,7 @@ class CChain:
     def after_step(self, rl_loss: float | torch.Tensor) -> None:
         """After the optimizer step: record |L_RL| and L_churn, adapt λ, snapshot the new parameters."""
         self.updates += 1
-        self._rl_losses.append(abs(float(rl_loss)))
+        self._rl_losses.append(abs(float(rl_loss.detach() if isinstance(rl_loss, torch.Tensor) else rl_loss)))
         if self._last_churn is not None:
             self._churn_losses.append(self._last_churn)
             self._last_churn = None
