@@ -383,3 +383,12 @@ def test_c_chain_state_round_trip_and_bad_arguments():
         CChain(model, window=0)
     with pytest.raises(ValueError, match="relative_loss_scale=-1"):
         CChain(model, relative_loss_scale=-1)
+
+
+def test_parseval_default_frees_every_output_layer_of_a_dueling_head():
+    from plastic.nets.rainbow import RainbowNetwork
+    from plastic.plasticity.regularizers import output_layers
+
+    net = RainbowNetwork((4, 84, 84), 3, hidden=16, num_atoms=5, ln_placement="all")
+    assert output_layers(net) == ["head.value.3", "head.advantage.3"]
+    assert list(Parseval(net).layers) == ["backbone.0", "backbone.3", "backbone.6", "head.value.0", "head.advantage.0"]

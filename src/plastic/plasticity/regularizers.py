@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from plastic.nets.noisy import NoisyLinear
+from plastic.plasticity.layers import CReLU
 
 LINEAR_LAYERS = (nn.Linear, nn.Conv2d, NoisyLinear)
 
@@ -77,11 +78,25 @@ class L2Init:
         self.initial = {n: initial[n].detach().to(params[n]).clone() for n in params}
 
 
-def _output_layer(model: nn.Module) -> str:
-    names = [name for name, m in model.named_modules() if isinstance(m, LINEAR_LAYERS)]
-    if not names:
+def output_layers(model: nn.Module) -> list[str]:
+    """Linear/Conv2d/NoisyLinear layers not followed by a nonlinearity (nn.ReLU / CReLU) before the next such layer.
+
+    Read from registration order (`named_modules()`, as ReDo does): the Q-value layers of both dueling streams, the
+    last layer of an actor or critic MLP.
+    """
+    outputs, pending = [], None
+    for name, module in model.named_modules():
+        if isinstance(module, LINEAR_LAYERS):
+            if pending is not None:
+                outputs.append(pending)
+            pending = name
+        elif isinstance(module, (nn.ReLU, CReLU)):
+            pending = None
+    if pending is not None:
+        outputs.append(pending)
+    if not outputs:
         raise ValueError("Parseval: the model has no nn.Linear / nn.Conv2d / NoisyLinear layer")
-    return names[-1]
+    return outputs
 
 
 class Parseval:
@@ -93,9 +108,10 @@ class Parseval:
         model: the network.
         coefficient: λ, default 1e-3 (the paper's).
         scale: s, the target W Wᵀ = s I, default 1 (the paper's).
-        exclude: names of layers left unregularised. None (default) excludes the output layer, taken to be the last
-            Linear/Conv2d/NoisyLinear in registration order (the paper leaves the output layer free). Give the names
-            explicitly for models with several output layers (actor and critic, dueling streams).
+        exclude: names of layers left unregularised. None (default) excludes the output layers (the paper leaves the
+            output layer free), found by `output_layers`: every layer with no ReLU/CReLU after it before the next
+            layer. Note that this also frees a layer followed by another nonlinearity (tanh) or none; pass the names
+            explicitly where that is not wanted.
         include_conv: regularise conv kernels too, flattened to (out_channels, in_channels·kh·kw). The paper's
             networks are MLPs, so this is a choice; default True.
     """
@@ -114,7 +130,7 @@ class Parseval:
             raise ValueError(f"scale={scale} must be > 0")
         if isinstance(exclude, str):
             raise ValueError(f"exclude must be a list of layer names, not the string {exclude!r}")
-        exclude = {_output_layer(model)} if exclude is None else set(exclude)
+        exclude = set(output_layers(model)) if exclude is None else set(exclude)
         modules = dict(model.named_modules())
         for name in exclude:
             if not isinstance(modules.get(name), LINEAR_LAYERS):
