@@ -1,5 +1,5 @@
-"""C-CHAIN, continual churn approximated reduction (Tang, Obando-Ceron, Castro, Courville & Berseth, ICML 2025,
-"Mitigating plasticity loss in continual reinforcement learning by reducing churn").
+"""C-CHAIN, continual churn approximated reduction (Tang et al., ICML 2025, "Mitigating plasticity loss in continual
+reinforcement learning by reducing churn").
 
 Churn is the change of the network's outputs on data outside the training batch caused by an update. C-CHAIN adds a
 churn-reduction term, computed on a separate reference batch B_ref drawn from the replay buffer at every update
