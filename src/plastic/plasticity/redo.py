@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -126,10 +126,13 @@ def _as_args(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple:
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
-@torch.no_grad()
-def _measure(model: nn.Module, inputs, layers: list[_Layer]) -> dict[str, torch.Tensor]:
-    """E|h| per activation output (over batch and spatial positions); also adds storage-sharing consumers."""
-    mean_abs: dict[str, torch.Tensor] = {}
+def _trace(model: nn.Module, layers: list[_Layer], run: Callable[[], Any]) -> tuple[dict[str, tuple], Any]:
+    """Call `run()` (a forward of `model`) with hooks on every layer's activation; also adds storage-sharing consumers.
+
+    Returns `({layer name: (activation input, activation output)}, run())`. The tensors keep their graph if `run`
+    builds one (ReGraMa differentiates the loss against them).
+    """
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     output_storage: dict[str, int] = {}
     input_storage: dict[int, set[int]] = {}
     alive: list[torch.Tensor] = []  # held until the end so that no storage address is reused within the pass
@@ -140,8 +143,7 @@ def _measure(model: nn.Module, inputs, layers: list[_Layer]) -> dict[str, torch.
             if output.dim() < 2 or output.shape[1] != layer.width:
                 raise ValueError(f"ReDo: activation {layer.activation_name!r} output has shape "
                                  f"{tuple(output.shape)}; expected {layer.width} features on dim 1")
-            dims = [d for d in range(output.dim()) if d != 1]
-            mean_abs[layer.name] = output.abs().float().mean(dim=dims)
+            captured[layer.name] = (args[0], output)
             output_storage[layer.name] = output.untyped_storage().data_ptr()
             alive.append(output)
 
@@ -158,19 +160,31 @@ def _measure(model: nn.Module, inputs, layers: list[_Layer]) -> dict[str, torch.
         producers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRODUCERS)]
         for _, module in producers:
             handles.append(module.register_forward_pre_hook(on_producer_input))
-        model(*_as_args(inputs))
+        result = run()
     finally:
         for handle in handles:
             handle.remove()
     for layer in layers:
-        if layer.name not in mean_abs:
+        if layer.name not in captured:
             raise ValueError(f"ReDo: activation {layer.activation_name!r} was not called by the forward pass")
         known = {id(m) for _, m in layer.consumers}
         for name, module in producers:
             if id(module) not in known and output_storage[layer.name] in input_storage.get(id(module), ()):
                 layer.consumers.append((name, module))
         _check_sizes(layer)
-    return mean_abs
+    return captured, result
+
+
+def _unit_mean_abs(tensor: torch.Tensor) -> torch.Tensor:
+    """E|x_i| per feature i on dim 1, over the batch and any spatial positions."""
+    return tensor.abs().float().mean(dim=[d for d in range(tensor.dim()) if d != 1])
+
+
+@torch.no_grad()
+def _measure(model: nn.Module, inputs, layers: list[_Layer]) -> dict[str, torch.Tensor]:
+    """E|h| per activation output (over batch and spatial positions), h the activation's output as it is."""
+    captured, _ = _trace(model, layers, lambda: model(*_as_args(inputs)))
+    return {name: _unit_mean_abs(output) for name, (_, output) in captured.items()}
 
 
 def _normalise(mean_abs: torch.Tensor) -> torch.Tensor:
@@ -244,10 +258,29 @@ def redo_(
         raise ValueError(f"tau must be >= 0, got tau={tau}")
     layers = _find_layers(model)
     mean_abs = _measure(model, inputs, layers)
+    return _recycle_dormant(layers, {name: _normalise(value) for name, value in mean_abs.items()}, tau, optimizer,
+                            generator)
+
+
+def _recycle_dormant(
+    layers: list[_Layer],
+    scores: dict[str, torch.Tensor],
+    tau: float,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator | None,
+) -> dict[str, int]:
+    """Recycle every unit whose normalised score is <= tau; returns the number recycled per layer.
+
+    The recycling step shared by ReDo (activation scores) and ReGraMa (gradient scores). `scores[name]` holds one
+    value per unit (n) or, after CReLU, per activation output (2n: unit j is dormant when outputs j and j+n both are).
+    """
     recycled: dict[str, int] = {}
     for layer in layers:
-        dormant = _normalise(mean_abs[layer.name]) <= tau
-        if isinstance(layer.activation, CReLU):
+        score = scores[layer.name]
+        if score.numel() not in (layer.units, layer.width):
+            raise ValueError(f"ReDo: {score.numel()} scores for layer {layer.name!r} with {layer.units} units")
+        dormant = score <= tau
+        if dormant.numel() != layer.units:  # CReLU outputs: both halves must be dormant
             dormant = dormant[: layer.units] & dormant[layer.units:]
         units = dormant.nonzero().flatten()
         recycled[layer.name] = int(units.numel())

@@ -7,6 +7,9 @@
 - `dormant_unit_fraction`: the dormant-neuron ratio of ReDo (Sokar et al., 2023, "The Dormant Neuron Phenomenon in
   Deep Reinforcement Learning", Def. 3.1): the score of unit i is s_i = E|h_i| / mean_k E|h_k| within its layer, and
   the unit is tau-dormant when s_i <= tau.
+- `gradient_dormant_fraction`: GraMa's dormant ratio (Liu et al., 2025, "Measure gradients not activations!"): the
+  same with the gradient magnitude, G_i = E|dL/dh_i| / mean_k E|dL/dh_k|, h at the activation's input (default) or
+  output (`plastic.plasticity.regrama` explains the choice).
 
 Activations are found as modules: every `nn.ReLU` and `plastic.plasticity.layers.CReLU` in `model.named_modules()`
 (`ACTIVATION_TYPES`). A nonlinearity written as a functional call (`F.relu(x)`) inside a `forward` is invisible to
@@ -18,8 +21,9 @@ the batch and any spatial positions. A module called several times in one forwar
 several layers) counts each call as a separate set of units under the module's one name.
 
 Hooks are removed before returning, also when the forward raises (the public code leaked one per call, slowing
-training). The forward runs under `torch.no_grad()` in whatever train/eval mode the model is in, which is left as is
-(pick the mode, e.g. noisy layers at their means, before calling).
+training). The forward runs under `torch.no_grad()` (with grad for the GraMa probe, which leaves `.grad` fields
+untouched) in whatever train/eval mode the model is in, which is left as is (pick the mode, e.g. noisy layers at their
+means, before calling).
 """
 
 from __future__ import annotations
@@ -89,6 +93,49 @@ def capture_outputs(
     return results
 
 
+GRADIENT_AT = ("activation_input", "activation_output")
+
+
+def capture_gradients(
+    loss_fn: Callable[[], torch.Tensor], modules: dict[str, nn.Module], gradient_at: str = "activation_input"
+) -> dict[str, list[torch.Tensor]]:
+    """dL/dx for each call of each named module, x its input (`"activation_input"`) or output; `loss_fn()` runs once.
+
+    Only `torch.autograd.grad` is used, so `.grad` fields are not touched. The hooks are always removed.
+    """
+    if gradient_at not in GRADIENT_AT:
+        raise ValueError(f"gradient_at={gradient_at!r}; allowed: {', '.join(GRADIENT_AT)}")
+    index = GRADIENT_AT.index(gradient_at)
+    if index == 0:
+        for name, module in modules.items():
+            if getattr(module, "inplace", False):
+                raise ValueError(f"activation {name!r} is in-place; gradient_at='activation_input' needs inplace=False")
+    tensors: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+
+    def record(name: str, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        tensors[name].append((args[0], output)[index])
+
+    handles = []
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(partial(record, name)))
+        with torch.enable_grad():
+            loss = loss_fn()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ValueError("loss_fn must return a scalar tensor")
+    flat = [(name, t) for name, calls in tensors.items() for t in calls]
+    if not loss.requires_grad or not all(t.requires_grad for _, t in flat):
+        raise ValueError("the loss does not depend on the activations through autograd (torch.no_grad()? frozen?)")
+    grads = torch.autograd.grad(loss, [t for _, t in flat], allow_unused=True, materialize_grads=True)
+    results: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    for (name, _), grad in zip(flat, grads):
+        results[name].append(grad)
+    return results
+
+
 def _unit_rows(module: nn.Module, output: torch.Tensor) -> torch.Tensor:
     """The output as (units, samples x positions): one row per unit."""
     if output.dim() < 2:
@@ -136,19 +183,8 @@ def _mean_absolute_activity(module: nn.Module, output: torch.Tensor) -> torch.Te
     return _unit_rows(module, output).abs().mean(dim=1)
 
 
-def dormant_unit_fraction(
-    model: nn.Module, inputs: Inputs, tau: float, layers: Iterable[str] | None = None
-) -> dict[str, float]:
-    """Fraction of tau-dormant units per activation layer and over all of them (ReDo, Sokar et al. 2023).
-
-    s_i = E|h_i| / mean_k E|h_k| (expectations over the batch and positions, mean over the layer's units); unit i is
-    dormant when s_i <= tau. A layer whose outputs are all zero is entirely dormant. Returns `{name: fraction}` and
-    `"all"` (pooled over all units).
-    """
-    if tau < 0:
-        raise ValueError(f"tau={tau} must be >= 0")
-    modules = activation_modules(model, layers)
-    captured = capture_outputs(model, inputs, modules, _mean_absolute_activity)
+def _dormant_fractions(captured: dict[str, list[torch.Tensor]], tau: float) -> dict[str, float]:
+    """Per-layer and pooled fraction of units whose per-unit statistic, over its layer's mean, is <= tau."""
     fractions: dict[str, float] = {}
     dormant_total, units_total = 0, 0
     for name, calls in captured.items():
@@ -167,3 +203,40 @@ def dormant_unit_fraction(
         raise ValueError("no activation module ran during model(inputs)")
     fractions["all"] = dormant_total / units_total
     return fractions
+
+
+def dormant_unit_fraction(
+    model: nn.Module, inputs: Inputs, tau: float, layers: Iterable[str] | None = None
+) -> dict[str, float]:
+    """Fraction of tau-dormant units per activation layer and over all of them (ReDo, Sokar et al. 2023).
+
+    s_i = E|h_i| / mean_k E|h_k| (expectations over the batch and positions, mean over the layer's units); unit i is
+    dormant when s_i <= tau. A layer whose outputs are all zero is entirely dormant. Returns `{name: fraction}` and
+    `"all"` (pooled over all units).
+    """
+    if tau < 0:
+        raise ValueError(f"tau={tau} must be >= 0")
+    modules = activation_modules(model, layers)
+    return _dormant_fractions(capture_outputs(model, inputs, modules, _mean_absolute_activity), tau)
+
+
+def gradient_dormant_fraction(
+    model: nn.Module,
+    loss_fn: Callable[[], torch.Tensor],
+    tau: float = 0.0,
+    layers: Iterable[str] | None = None,
+    gradient_at: str = "activation_input",
+) -> dict[str, float]:
+    """GraMa (Liu et al., 2025): fraction of units with G_i = E|dL/dh_i| / mean_k E|dL/dh_k| <= tau, per layer.
+
+    `loss_fn()` runs `model` and returns the scalar training loss (called once). Keys as `dormant_unit_fraction`:
+    activation module names and `"all"`. At the input of a ReLU, a unit that is off on every input has G_i = 0.
+    """
+    if tau < 0:
+        raise ValueError(f"tau={tau} must be >= 0")
+    modules = activation_modules(model, layers)
+    gradients = capture_gradients(loss_fn, modules, gradient_at)
+    magnitudes = {
+        name: [_mean_absolute_activity(modules[name], grad) for grad in calls] for name, calls in gradients.items()
+    }
+    return _dormant_fractions(magnitudes, tau)

@@ -9,6 +9,7 @@ tensors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -52,3 +53,47 @@ def parameter_distance(params_a: ParamsLike, params_b: ParamsLike) -> float:
     tensors_b = [b.detach().to(a) for a, b in zip(tensors_a, tensors_b)]
     differences = torch._foreach_sub([a.detach() for a in tensors_a], tensors_b)
     return _global_norm(differences)
+
+
+def _layer_of(parameter_name: str) -> str:
+    """The module owning a parameter (`"encoder.0"` for `"encoder.0.weight"`); a root parameter is its own layer."""
+    layer, _, _ = parameter_name.rpartition(".")
+    return layer or parameter_name
+
+
+def parameter_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of `model`'s named parameters, the "before" of `effective_learning_rate`."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def effective_learning_rate(before: dict[str, torch.Tensor], model: nn.Module) -> dict[str, float]:
+    """‖θ_l − θ_l^before‖ / ‖θ_l^before‖ per layer l (the module owning the parameters), and `"all"` jointly.
+
+    The relative size of the change between two snapshots, e.g. one update: with a normalised layer the function is
+    invariant to the scale of θ_l, so this ratio, not the nominal step size, is the rate at which it learns (Lyle et
+    al., 2024, "Normalization and effective learning rates in reinforcement learning"). `before` is
+    `parameter_snapshot(model)` taken earlier. A layer whose `before` norm is 0 reports inf if it moved and 0 if not.
+    """
+    current = dict(model.named_parameters())
+    if before.keys() != current.keys() or any(before[n].shape != current[n].shape for n in current):
+        raise ValueError("before must be parameter_snapshot(model) of this model (same names and shapes)")
+    if not current:
+        raise ValueError("model has no parameters")
+    names = list(current)
+    olds = [before[n].detach().to(current[n]) for n in names]
+    changes = torch._foreach_norm(torch._foreach_sub([current[n].detach() for n in names], olds), 2,
+                                  dtype=torch.float64)
+    norms = torch._foreach_norm(olds, 2, dtype=torch.float64)
+    squares: dict[str, list[float]] = {}
+    for name, change, norm in zip(names, torch.stack([c.cpu() for c in changes]), torch.stack([n.cpu() for n in norms])):
+        totals = squares.setdefault(_layer_of(name), [0.0, 0.0])
+        totals[0] += float(change) ** 2
+        totals[1] += float(norm) ** 2
+    squares["all"] = [sum(t[0] for t in squares.values()), sum(t[1] for t in squares.values())]
+
+    def ratio(change_sq: float, norm_sq: float) -> float:
+        if norm_sq == 0:
+            return math.inf if change_sq > 0 else 0.0
+        return math.sqrt(change_sq / norm_sq)
+
+    return {layer: ratio(*totals) for layer, totals in squares.items()}
