@@ -24,11 +24,11 @@ METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo")
 # --------------------------------------------------------------------------------------------- method switches
 @dataclass
 class LayerNormConfig:
-    """LayerNorm (paper §3.3, App. A.3). `placement`: "all" = after every conv and FC layer (paper), "backbone" =
-    after the backbone convs only (public code)."""
+    """LayerNorm (paper §3.3). `placement`: "backbone" = after each conv of the backbone, before its ReLU (§4.1 and the
+    public code: the default); "all" = also after every fully-connected layer (App. A.3/A.4 say every conv and FC)."""
 
     enabled: bool = False
-    placement: str = "all"
+    placement: str = "backbone"
 
 
 @dataclass
