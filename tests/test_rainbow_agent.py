@@ -115,8 +115,8 @@ def reference_clean_loss(agent, buffer, progress):
     batch = buffer.sample(rainbow.batch_size, importance_exponent=beta)
     obs = torch.as_tensor(batch.obs).float() / 255.0
     next_obs = torch.as_tensor(batch.next_obs).float() / 255.0
-    obs = augment(obs, rainbow.shift_pad, rainbow.intensity_scale, agent.generator)
-    next_obs = augment(next_obs, rainbow.shift_pad, rainbow.intensity_scale, agent.generator)
+    obs = augment(obs, rainbow.shift_pad, rainbow.intensity_scale, agent.augmentation_generator)
+    next_obs = augment(next_obs, rainbow.shift_pad, rainbow.intensity_scale, agent.augmentation_generator)
     agent.online.reset_noise(agent.generator)
     agent.target.reset_noise(agent.generator)
     rows = torch.arange(len(batch.action))

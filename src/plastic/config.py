@@ -111,7 +111,7 @@ class RainbowConfig:
     target_tau: float = 0.99  # target <- tau * target + (1 - tau) * online, every update
     max_grad_norm: float = 10.0
     priority_exponent: float = 0.5
-    importance_exponent_start: float = 0.4  # annealed linearly to 1 over training
+    importance_exponent_start: float = 0.4  # at the first update, annealed linearly to 1 at the last step
     buffer_size: int = 100_000
     learning_starts: int = 2_000
     epsilon_train: float = 0.0  # after warm-up; exploration comes from the noisy target network
