@@ -28,8 +28,9 @@ def test_presets_switch_on_exactly_their_methods(preset, methods):
 
 def test_plastic_uses_the_papers_variant_of_each_method():
     config = build("atari:Pong", "plastic")
+    # LN after each backbone conv: paper §4.1 and the public code (App. A.3's "every conv and FC" is ln.placement=all).
     assert (config.ln.placement, config.sam.scope, config.crelu.placement, config.crelu.width_mode) == (
-        "all", "all", "head", "double_input")
+        "backbone", "all", "head", "double_input")
     assert (config.rainbow.learning_rate, config.rainbow.adam_eps) == (1e-4, 1.5e-5)  # Table 5
 
 

@@ -82,6 +82,17 @@ def test_parameter_counts_in_millions():
     assert round(HALVE_OUTPUT_PONG / 1e6, 2) == 3.66
 
 
+def test_layer_norm_defaults_to_the_backbone_convs():
+    # Nature CNN 77,984 + LN (weight and bias per channel) after its 32-, 64- and 64-channel convs: 78,304.
+    network = RainbowNetwork(PONG["obs_shape"], PONG["num_actions"], ln_placement="backbone")
+    assert count_parameters(network.backbone) == 77_984 + 2 * (32 + 64 + 64) == 78_304
+    assert count_parameters(network) == BASE_PONG + 320
+    agent = RainbowAgent(build("atari:Pong", "ln"), PONG["obs_shape"], PONG["num_actions"], torch.device("cpu"))
+    assert count_parameters(agent.online) == BASE_PONG + 320
+    agent = RainbowAgent(build("atari:Pong", "plastic"), PONG["obs_shape"], PONG["num_actions"], torch.device("cpu"))
+    assert count_parameters(agent.online) == PLASTIC_PONG
+
+
 def test_agent_builds_the_network_its_preset_names():
     config = build("atari:Pong", "plastic-official")
     agent = RainbowAgent(config, PONG["obs_shape"], PONG["num_actions"], torch.device("cpu"))
@@ -104,8 +115,8 @@ def reference_clean_loss(agent, buffer, progress):
     batch = buffer.sample(rainbow.batch_size, importance_exponent=beta)
     obs = torch.as_tensor(batch.obs).float() / 255.0
     next_obs = torch.as_tensor(batch.next_obs).float() / 255.0
-    obs = augment(obs, rainbow.shift_pad, rainbow.intensity_scale, agent.generator)
-    next_obs = augment(next_obs, rainbow.shift_pad, rainbow.intensity_scale, agent.generator)
+    obs = augment(obs, rainbow.shift_pad, rainbow.intensity_scale, agent.augmentation_generator)
+    next_obs = augment(next_obs, rainbow.shift_pad, rainbow.intensity_scale, agent.augmentation_generator)
     agent.online.reset_noise(agent.generator)
     agent.target.reset_noise(agent.generator)
     rows = torch.arange(len(batch.action))

@@ -197,6 +197,18 @@ def test_new_transitions_enter_with_the_largest_priority_seen():
     np.testing.assert_allclose(buffer.sum_tree.get([0, 1, 2]), [3.0, 0.5, 3.0])  # 9^0.5 for the new one
 
 
+def test_a_zero_td_error_leaves_the_transition_sampleable():
+    from plastic.replay.buffer import PRIORITY_FLOOR
+
+    assert PRIORITY_FLOOR == 1e-10  # Dopamine's Rainbow: priority sqrt(loss + 1e-10)
+    buffer = prioritized_buffer([0.0, 0.0, 0.0, 4.0])
+    np.testing.assert_allclose(buffer.sum_tree.get([0, 1, 2, 3]), [1e-5, 1e-5, 1e-5, 2.0], rtol=1e-9)  # (p + 1e-10)^0.5
+    buffer.update_priorities([3], [0.0])  # every priority 0: without the floor the tree would have no mass at all
+    draws = np.concatenate([buffer.sample(4).indices for _ in range(200)])
+    assert set(draws.tolist()) == {0, 1, 2, 3}  # all equally likely again
+    np.testing.assert_allclose(buffer.sample(4, importance_exponent=1.0).weights, np.ones(4), rtol=1e-6)
+
+
 def test_overwritten_transitions_lose_their_priority():
     buffer = ReplayBuffer(4, (1, 1, 1), 1, n_step=2, prioritized=True)
     run_episode(buffer, [0.0] * 6)  # ids 2..5 in slots 2, 3, 0, 1

@@ -365,7 +365,7 @@ def test_state_dict_round_trip_continues_identically():
 def test_probe_interface():
     from plastic.probes import active_unit_fraction
 
-    agent = make_agent("plastic")
+    agent = make_agent("plastic", ln={"placement": "all"})  # the layer names below are those of LN after every layer
     buffer = filled_buffer(agent)
     batch = buffer.sample_uniform(8)
     fractions = active_unit_fraction(agent.probe_model, agent.probe_inputs(batch))

@@ -3,16 +3,18 @@ SIGKILL and SIGTERM, fallback from a damaged checkpoint, and one-line errors for
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from plastic.cli import main
-from plastic.training.checkpoint import checkpoint_paths, load_checkpoint
+from plastic.training.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
 STEPS = 400
 CHECKPOINT_EVERY = 100
@@ -20,9 +22,10 @@ TINY = [
     "--env", "minatar:breakout", "--preset", "plastic", "--seed", "0", "--steps", str(STEPS), "--replay-ratio", "2",
     "--checkpoint-every", str(CHECKPOINT_EVERY), "--eval-episodes", "2", "--threads", "1", "--no-progress",
     "--set", "rainbow.learning_starts=100", "--set", "rainbow.batch_size=8", "--set", "rainbow.buffer_size=1000",
-    # A reset and a probe inside the budget, so that resume must restore their schedules too.
+    # Resets and probes before and after the checkpoints, so that resume must restore their schedules and the probes'
+    # generators too (a probe at 300 after resuming from 200 continues the draws of the probes at 100 and 200).
     "--set", "reset.interval=150", "--set", "log_every=50",
-    "--set", "probe.every=250", "--set", "probe.batch_size=16", "--set", "probe.hessian_batch_size=8",
+    "--set", "probe.every=100", "--set", "probe.batch_size=16", "--set", "probe.hessian_batch_size=8",
     "--set", "probe.hessian_iters=3",
 ]
 RESULT_KEYS = {"env", "preset", "seed", "eval_returns", "eval_mean", "hns", "wall_time_s", "updates_per_s",
@@ -106,6 +109,7 @@ def test_metrics_log_losses_resets_probes_and_the_final_evaluation(reference):
             "probes/hessian_max_eigenvalue"} <= keys
     resets = [r["plasticity/resets"] for r in records if "plasticity/resets" in r]
     assert resets == [1.0, 2.0, 3.0, 4.0]  # at updates 150, 300, 450, 600 of 602
+    assert [r["step"] for r in records if "probes/hessian_max_eigenvalue" in r] == [100, 200, 300, 400]
     assert records[-1]["eval/return_mean"] == result(reference)["eval_mean"]
 
 
@@ -117,6 +121,21 @@ def test_same_seed_gives_identical_results(reference, tmp_path):
     final, again = load_checkpoint(checkpoint_paths(reference)[-1]), load_checkpoint(checkpoint_paths(run_dir)[-1])
     for name, tensor in final["agent"]["online"].items():
         assert tensor.equal(again["agent"]["online"][name]), name
+
+
+def without_probes(lines: list[str]) -> list[str]:
+    return [json.dumps({k: v for k, v in json.loads(line).items() if not k.startswith("probes/")}, sort_keys=True)
+            for line in lines]
+
+
+def test_probes_draw_nothing_from_the_training_runs_streams(reference, tmp_path):
+    # The probes sample their own transitions and power-iteration start (training/seeding.py): with probes off the
+    # run learns exactly the same.
+    run_dir = tmp_path / "no-probes"
+    assert main(["train", *TINY, "--run-dir", str(run_dir), "--set", "probe.every=0"]) == 0
+    assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
+    assert without_probes(metrics_without_time(run_dir)) == without_probes(metrics_without_time(reference))
+    assert "probes/hessian_max_eigenvalue" not in (run_dir / "metrics.jsonl").read_text()
 
 
 def test_sigkill_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
@@ -139,7 +158,24 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
     assert "resuming" in resumed.stdout
     assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
     assert result(run_dir)["updates"] == result(reference)["updates"]
-    assert metrics_without_time(run_dir) == metrics_without_time(reference)
+    assert metrics_without_time(run_dir) == metrics_without_time(reference)  # probes after the resume included
+
+
+def test_a_checkpoint_without_hook_state_still_resumes(reference, tmp_path):
+    """Checkpoints written before hooks had state (no "hooks" entry) load; the probes then start fresh streams, and
+    the training itself still continues exactly."""
+    run_dir = tmp_path / "old"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "result.json").unlink()
+    state = load_checkpoint(checkpoint_file(run_dir, 300))
+    assert set(state["hooks"]) == {"ResetHook", "ProbeHook"}
+    del state["hooks"]
+    for path in checkpoint_paths(run_dir):
+        path.unlink()
+    save_checkpoint(run_dir, 300, state, keep=2)
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert result(run_dir)["eval_returns"] == result(reference)["eval_returns"]
+    assert without_probes(metrics_without_time(run_dir)) == without_probes(metrics_without_time(reference))
 
 
 @pytest.mark.slow  # ~25 s on 2 loaded cores; the SIGKILL test above keeps resume in the default run
@@ -179,6 +215,10 @@ def test_eval_evaluates_the_latest_checkpoint(reference, capsys):
     assert len(out["eval_returns"]) == 3
     assert out["eval_mean"] == pytest.approx(sum(out["eval_returns"]) / 3)
     assert "eval_step400.json" in capsys.readouterr().out
+    # With the run's seed and episode count it repeats the run's final evaluation (the same evaluation stream).
+    assert main(["eval", str(reference), "--eval-episodes", "2"]) == 0
+    again = json.loads((reference / "eval_step400.json").read_text())
+    assert again["eval_returns"] == result(reference)["eval_returns"]
     (reference / "eval_step400.json").unlink()  # leave the shared run as the other tests expect it
 
 
@@ -208,6 +248,27 @@ def test_a_finished_run_drops_its_replay_unless_keep_replay(reference, tmp_path,
     assert main(["train", "--resume", str(stripped), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no replay buffer" in err and "--keep-replay" in err, err
+
+
+def test_importance_exponent_anneals_from_the_first_update_to_the_last_step(tmp_path, monkeypatch):
+    from plastic.replay import ReplayBuffer
+
+    exponents = []
+    sample = ReplayBuffer.sample
+
+    def recording_sample(self, batch_size, importance_exponent=0.4):
+        exponents.append(importance_exponent)
+        return sample(self, batch_size, importance_exponent)
+
+    monkeypatch.setattr(ReplayBuffer, "sample", recording_sample)
+    assert main(["train", "--env", "minatar:breakout", "--steps", "120", "--replay-ratio", "2", "--eval-episodes", "1",
+                 "--threads", "1", "--no-progress", "--run-dir", str(tmp_path / "run"),
+                 "--set", "rainbow.learning_starts=100", "--set", "rainbow.batch_size=8"]) == 0
+    # Updates at steps 100..120, two per step: beta = 0.4 + 0.6 (step - 100) / 20, from 0.4 to 1.
+    assert len(exponents) == 2 * 21
+    assert exponents[:2] == [0.4, 0.4]
+    assert exponents[-1] == pytest.approx(1.0, abs=1e-12)
+    assert exponents[::2] == pytest.approx(0.4 + 0.6 * np.arange(21) / 20, abs=1e-12)
 
 
 # --------------------------------------------------------------------------------------------- bad input

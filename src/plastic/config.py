@@ -30,11 +30,11 @@ METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo")
 # --------------------------------------------------------------------------------------------- method switches
 @dataclass
 class LayerNormConfig:
-    """LayerNorm (paper §3.3, App. A.3). `placement`: "all" = after every conv and FC layer (paper), "backbone" =
-    after the backbone convs only (public code)."""
+    """LayerNorm (paper §3.3). `placement`: "backbone" = after each conv of the backbone, before its ReLU (§4.1 and the
+    public code: the default); "all" = also after every fully-connected layer (App. A.3/A.4 say every conv and FC)."""
 
     enabled: bool = False
-    placement: str = "all"
+    placement: str = "backbone"
 
 
 @dataclass
@@ -118,7 +118,7 @@ class RainbowConfig:
     target_tau: float = 0.99  # target <- tau * target + (1 - tau) * online, every update
     max_grad_norm: float = 10.0
     priority_exponent: float = 0.5
-    importance_exponent_start: float = 0.4  # annealed linearly to 1 over training
+    importance_exponent_start: float = 0.4  # at the first update, annealed linearly to 1 at the last step
     buffer_size: int = 100_000
     learning_starts: int = 2_000
     epsilon_train: float = 0.0  # after warm-up; exploration comes from the noisy target network

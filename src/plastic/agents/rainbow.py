@@ -22,6 +22,7 @@ from plastic.agents.augment import augment_frames
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
 from plastic.nets.rainbow import RainbowNetwork
+from plastic.training.seeding import RandomStreams
 
 
 def make_adam(param_groups, config: TrainConfig, learning_rate: float, eps: float, device: torch.device):
@@ -55,8 +56,11 @@ class RainbowAgent:
         self.rainbow = rainbow = config.rainbow
         self.num_actions = num_actions
         self.device = device
-        self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
+        # Independent streams of one seed (training/seeding.py): weights and noise, actions, augmentation.
+        streams = RandomStreams(config.seed)
+        self.generator = streams.torch_generator("parameters", device)
+        self.rng = streams.numpy_generator("actions")
+        self.augmentation_generator = streams.torch_generator("augmentation", device)
         self.updates = 0
         encoder = "minatar" if config.domain == "minatar" else "nature"
         self.online = RainbowNetwork(
@@ -175,7 +179,7 @@ class RainbowAgent:
     def _batch_tensors(self, batch, augmentation: bool):
         if augmentation:
             obs, next_obs = (augment_frames(torch.as_tensor(frames, device=self.device), self.rainbow.shift_pad,
-                                            self.rainbow.intensity_scale, self.generator)
+                                            self.rainbow.intensity_scale, self.augmentation_generator)
                              for frames in (batch.obs, batch.next_obs))
         else:
             obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
@@ -264,6 +268,7 @@ class RainbowAgent:
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "augmentation_generator": self.augmentation_generator.get_state(),
             "rng": self.rng.bit_generator.state,
             "updates": self.updates,
         }
@@ -273,5 +278,7 @@ class RainbowAgent:
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        if "augmentation_generator" in state:  # checkpoints before the augmentation stream keep its fresh draw
+            self.augmentation_generator.set_state(state["augmentation_generator"])
         self.rng.bit_generator.state = state["rng"]
         self.updates = state["updates"]

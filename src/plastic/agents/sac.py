@@ -21,8 +21,9 @@ in the sequential order the actor is not perturbed during the critic update, so 
 The actor's perturbed pass reuses the clean pass's Gaussian noise, so both passes see the same loss function.
 Line 13 of Algorithm 2 squares the actor objective; that is a typo, the standard SAC objective is used.
 
-Randomness: parameters, augmentation and action sampling all come from `self.generator` (torch) and warm-up actions
-from `self.rng` (numpy), both seeded with `config.seed` and checkpointed, so a run is reproducible and resumable.
+Randomness: parameters and action sampling come from `self.generator` (torch), augmentation from
+`self.augmentation_generator` (torch) and warm-up actions from `self.rng` (numpy): independent streams of `config.seed`
+(training/seeding.py), all checkpointed, so a run is reproducible and resumable.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from plastic.agents.augment import random_shift
 from plastic.config import TrainConfig
 from plastic.nets.sac import build_networks, squashed_gaussian_log_prob
 from plastic.plasticity import SAM, redo_, reset_parameters_
+from plastic.training.seeding import RandomStreams
 
 
 def make_optimizer(params: list[torch.Tensor], learning_rate: float, rho: float, device: torch.device,
@@ -80,8 +82,10 @@ class SACAgent:
         self.sac = sac = config.sac
         self.action_dim = action_dim
         self.device = device
-        self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
+        streams = RandomStreams(config.seed)
+        self.generator = streams.torch_generator("parameters", device)
+        self.rng = streams.numpy_generator("actions")
+        self.augmentation_generator = streams.torch_generator("augmentation", device)
         self.updates = 0
         self.target_entropy = -float(action_dim)
         self.critic, self.actor = build_networks(
@@ -198,8 +202,9 @@ class SACAgent:
     def _batch_tensors(self, batch, augmentation: bool):
         obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
         if augmentation:
-            obs = random_shift(obs, self.sac.shift_pad, self.generator).contiguous(memory_format=torch.channels_last)
-            next_obs = random_shift(next_obs, self.sac.shift_pad, self.generator).contiguous(
+            obs = random_shift(obs, self.sac.shift_pad, self.augmentation_generator).contiguous(
+                memory_format=torch.channels_last)
+            next_obs = random_shift(next_obs, self.sac.shift_pad, self.augmentation_generator).contiguous(
                 memory_format=torch.channels_last)
         action = torch.as_tensor(batch.action, device=self.device).float()
         reward = torch.as_tensor(batch.reward, device=self.device).float()
@@ -315,6 +320,7 @@ class SACAgent:
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "temperature_optimizer": self.temperature_optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "augmentation_generator": self.augmentation_generator.get_state(),
             "rng": self.rng.bit_generator.state,
             "updates": self.updates,
         }
@@ -329,5 +335,7 @@ class SACAgent:
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.temperature_optimizer.load_state_dict(state["temperature_optimizer"])
         self.generator.set_state(state["generator"])
+        if "augmentation_generator" in state:  # checkpoints before the augmentation stream keep its fresh draw
+            self.augmentation_generator.set_state(state["augmentation_generator"])
         self.rng.bit_generator.state = state["rng"]
         self.updates = state["updates"]

@@ -23,15 +23,17 @@ n-step (Sutton & Barto 7.1), vectorised over batch and window with index arrays:
 episode ends), reward = sum_{i<m} gamma^i r_{t+i}, next_obs = s_{t+m}, discount = gamma^m, or 0 when the episode
 terminated within the window (truncation bootstraps from the last observation).
 
-Prioritized replay (Schaul et al., 2016). The sum tree holds p^alpha (alpha = `priority_exponent`); new transitions
+Prioritized replay (Schaul et al., 2016). The sum tree holds (p + `PRIORITY_FLOOR`)^alpha (alpha =
+`priority_exponent`; the floor keeps a transition with a zero TD error sampleable, as in Dopamine); new transitions
 enter with the largest priority seen so far (initially 1.0), when their n-step window completes; transitions that
 stop being sampleable get mass 0. Adds only move counters; the tree catches up in one vectorised update before it is
 next read (sample, update_priorities, state_dict, the `sum_tree` property). Sampling is stratified over the total
 mass (Dopamine / DrQ). IS weights are (N P(i))^-beta with N = len(buffer), normalised by the largest weight in the
 batch (as Dopamine and DrQ do) so they only ever scale the loss down.
 
-All randomness comes from the buffer's own seeded `np.random.Generator`, which `state_dict` saves: the same seed and
-the same adds give the same samples, and save/load mid-run continues exactly as if uninterrupted.
+All randomness comes from the buffer's own seeded `np.random.Generator` (`seed`: an int or a `SeedSequence`, the
+run's `replay` stream), which `state_dict` saves: the same seed and the same adds give the same samples, and
+save/load mid-run continues exactly as if uninterrupted.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ import numpy as np
 from plastic.replay.sum_tree import SumTree
 
 MEAN_EPISODE_LENGTH = 32  # episode length the frame ring is sized for (see module docstring)
+# Added to every priority given to `update_priorities`, so that a zero TD error leaves the transition sampleable:
+# with mass 0 it could never be drawn again, so its priority could never rise. Dopamine's Rainbow adds 1e-10.
+PRIORITY_FLOOR = 1e-10
 
 
 @dataclass
@@ -80,7 +85,7 @@ class ReplayBuffer:
         gamma: float = 0.99,
         prioritized: bool = False,
         priority_exponent: float = 0.5,
-        seed: int = 0,
+        seed: int | np.random.SeedSequence = 0,
     ):
         if not isinstance(capacity, (int, np.integer)) or capacity <= 0:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
@@ -246,10 +251,11 @@ class ReplayBuffer:
         weights = (len(self) * probabilities) ** -float(importance_exponent)
         return self.gather(slots, (weights / weights.max()).astype(np.float32))
 
-    def sample_uniform(self, batch_size: int) -> ReplayBatch:
-        """Uniform sample with replacement over sampleable transitions, ignoring priorities; weights are 1."""
+    def sample_uniform(self, batch_size: int, rng: np.random.Generator | None = None) -> ReplayBatch:
+        """Uniform sample with replacement over sampleable transitions, ignoring priorities; weights are 1. `rng`
+        (default: the buffer's own) lets a probe sample without advancing the learner's stream."""
         self._check_batch_size(batch_size)
-        ids = self._rng.integers(self._oldest, self._oldest + len(self), size=batch_size)
+        ids = (self._rng if rng is None else rng).integers(self._oldest, self._oldest + len(self), size=batch_size)
         return self.gather(ids % self.capacity)
 
     def _check_batch_size(self, batch_size: int) -> None:
@@ -293,7 +299,8 @@ class ReplayBuffer:
         return np.where(valid, self._oldest + age, -1)
 
     def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """Set priorities p >= 0 (stored as p^alpha) of sampled slots; slots no longer sampleable are skipped."""
+        """Set priorities p >= 0 (stored as (p + PRIORITY_FLOOR)^alpha, never 0) of sampled slots; slots no longer
+        sampleable are skipped."""
         if self._tree is None:
             raise RuntimeError("update_priorities needs a buffer built with prioritized=True")
         slots = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -303,7 +310,7 @@ class ReplayBuffer:
         if not np.all(np.isfinite(priorities)) or (priorities.size and priorities.min() < 0):
             raise ValueError("priorities must be finite and >= 0")
         valid = self._ids_of(slots) >= 0
-        self.sum_tree.update(slots[valid], priorities[valid] ** self.priority_exponent)  # flushes first
+        self.sum_tree.update(slots[valid], (priorities[valid] + PRIORITY_FLOOR) ** self.priority_exponent)  # flushes
         if priorities.size:
             self._max_priority = max(self._max_priority, float(priorities.max()))
 

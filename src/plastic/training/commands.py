@@ -195,6 +195,7 @@ def run_eval(args) -> int:
     from plastic.training.evaluation import evaluate
     from plastic.training.files import atomic_write_text
     from plastic.training.loop import CONFIG_FILE, env_options, human_normalized, make_agent, resolve_device
+    from plastic.training.seeding import RandomStreams
 
     run_dir = Path(args.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -216,9 +217,9 @@ def run_eval(args) -> int:
     agent.load_state_dict(state["agent"])
     episodes = args.eval_episodes or config.eval_episodes
     seed = config.seed if args.seed is None else args.seed
-    rng = np.random.default_rng([seed, 1])
+    rng, env_seed = RandomStreams(seed).evaluation(0)  # the run's final evaluation, for the run's seed
     returns = evaluate(agent.evaluation_policy(rng), config.env, episodes=episodes, num_envs=config.eval_envs,
-                       seed=10_000 + seed, env_options=env_options(config))
+                       seed=env_seed, env_options=env_options(config))
     mean = float(np.mean(returns))
     out = {"env": config.env, "method": config.method_label, "seed": seed, "checkpoint": path.name,
            "step": state["step"], "eval_returns": returns, "eval_mean": mean,

@@ -6,7 +6,10 @@
   count, which the checkpoint holds, so it survives resume.
 - `ReDoHook`: recycles dormant units every `redo.interval` updates (Sokar et al. 2023).
 - `ProbeHook`: every `probe.every` agent steps, measures λmax of the loss Hessian and active/dormant unit fractions
-  on transitions sampled uniformly from the replay buffer (paper §4.1, Fig. 4).
+  on transitions sampled uniformly from the replay buffer (paper §4.1, Fig. 4), with the run's own probe streams.
+
+A hook with state of its own (the probes' generators) returns it from `state_dict()`; the trainer saves it in the
+checkpoint and gives it back through `load_state_dict`, so a resumed run continues the same draws.
 
 An agent exposes `reset_modules()`, `shrink_perturb_modules()` (lists of (online, target twin or None)), `optimizers`,
 `generator`, `updates`, `probe_model`, `probe_inputs(batch)`, `loss_closure(batch)` and `redo(inputs, tau)`, and
@@ -15,6 +18,7 @@ optionally `reset_extra_()` (renews what a hard reset renews outside those modul
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from plastic.config import TrainConfig
@@ -26,6 +30,12 @@ class Hook:
 
     def after_step(self, agent, buffer, step: int) -> dict[str, float]:
         return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class ResetHook(Hook):
@@ -90,30 +100,42 @@ class ReDoHook(Hook):
 
 class ProbeHook(Hook):
     def __init__(self, config: TrainConfig):
+        from plastic.training.seeding import RandomStreams
+
         self.probe = config.probe
-        self.generator = torch.Generator().manual_seed(config.seed + 7919)
+        streams = RandomStreams(config.seed)
+        self.rng = streams.numpy_generator("probe_batches")
+        self.generator = streams.torch_generator("probe_hessian")
 
     def after_step(self, agent, buffer, step: int) -> dict[str, float]:
         if not self.probe.every or step % self.probe.every or len(buffer) < 2:
             return {}
-        return measure_probes(agent, buffer, self.probe, self.generator)
+        return measure_probes(agent, buffer, self.probe, self.generator, self.rng)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
 
 
-def measure_probes(agent, buffer, probe, generator: torch.Generator) -> dict[str, float]:
-    """The paper's plasticity metrics on uniformly sampled transitions. Uses the buffer's RNG (saved in checkpoints)
-    and a private generator for the power iteration, so probing does not change the training run's randomness
-    beyond the buffer draws, which are identical on resume."""
+def measure_probes(agent, buffer, probe, generator: torch.Generator,
+                   rng: np.random.Generator | None = None) -> dict[str, float]:
+    """The paper's plasticity metrics on uniformly sampled transitions. Batches are drawn with `rng` (default: the
+    buffer's own) and the power iteration starts from `generator`; with the probe hook's own streams, probing draws
+    nothing from the training run's streams: a run trains the same with probes on or off."""
     from plastic.probes import active_unit_fraction, dormant_unit_fraction, hessian_max_eigenvalue
 
     metrics: dict[str, float] = {}
-    batch = buffer.sample_uniform(min(probe.batch_size, len(buffer)))
+    batch = buffer.sample_uniform(min(probe.batch_size, len(buffer)), rng)
     inputs = agent.probe_inputs(batch)
     for key, value in active_unit_fraction(agent.probe_model, inputs).items():
         metrics[f"probes/active_unit_fraction/{key}"] = value
     for key, value in dormant_unit_fraction(agent.probe_model, inputs, probe.dormant_tau).items():
         metrics[f"probes/dormant_unit_fraction/{key}"] = value
     if probe.hessian:
-        small = buffer.sample_uniform(min(probe.hessian_batch_size, len(buffer)))
+        small = buffer.sample_uniform(min(probe.hessian_batch_size, len(buffer)), rng)
         closure, restore = agent.loss_closure(small)
         try:
             params = [p for p in agent.probe_model.parameters() if p.requires_grad]

@@ -3,9 +3,10 @@
 Data flows one way: config -> env + agent + replay -> this loop (hooks call the plasticity interventions and the
 probes) -> run directory (`config.json`, `metrics.jsonl`, `tb/`, `checkpoints/`, `result.json`) -> `plastic report`.
 
-Exact resume: all randomness lives in explicit, checkpointed state (the agent's torch generator and numpy RNG, the
-replay buffer's RNG, the env's full state including the emulator's RNG), so on CPU a run killed at any point and
-resumed from its last checkpoint ends identical to the same run without interruption.
+Exact resume: all randomness lives in explicit, checkpointed state (the agent's torch generators and numpy RNG, the
+replay buffer's RNG, the env's full state including the emulator's RNG, the probes' generators), each an independent
+stream of the seed (`training/seeding.py`), so on CPU a run killed at any point and resumed from its last checkpoint
+ends identical to the same run without interruption.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from plastic.training.evaluation import evaluate
 from plastic.training.files import atomic_write_text
 from plastic.training.hooks import build_hooks
 from plastic.training.logger import RunLogger
+from plastic.training.seeding import RandomStreams
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
@@ -64,8 +66,8 @@ def make_agent(config: TrainConfig, env, device: torch.device):
 def make_buffer(config: TrainConfig, env, agent):
     from plastic.replay import ReplayBuffer
 
-    return ReplayBuffer(seed=config.seed, frame_shape=tuple(env.frame_shape), frame_stack=env.frame_stack,
-                        **agent.replay_options())
+    return ReplayBuffer(seed=RandomStreams(config.seed).sequence("replay"), frame_shape=tuple(env.frame_shape),
+                        frame_stack=env.frame_stack, **agent.replay_options())
 
 
 def env_options(config: TrainConfig) -> dict:
@@ -101,7 +103,8 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # nothing should draw from the global RNG; this pins it if something does
         self.device = resolve_device(config.device)
-        self.env = make_env(config.env, seed=config.seed, train=True, **env_options(config))
+        self.env = make_env(config.env, seed=RandomStreams(config.seed).int_seed("env"), train=True,
+                            **env_options(config))
         self.agent = make_agent(config, self.env, self.device)
         if config.backbone_checkpoint:
             from plastic.training.pretrained import apply_pretrained_backbone
@@ -124,6 +127,7 @@ class Trainer:
             "update_time_s": self.update_time_s,
             "recent_returns": list(self.recent_returns),
             "episodes": self.episodes,
+            "hooks": {type(hook).__name__: hook.state_dict() for hook in self.hooks},
         }
 
     def elapsed(self) -> float:
@@ -153,6 +157,9 @@ class Trainer:
             self.update_time_s = state["update_time_s"]
             self.elapsed_before = state["elapsed_s"]
             self.recent_returns.extend(state["recent_returns"])
+            for hook in self.hooks:  # checkpoints from before hooks had state have no "hooks"
+                if type(hook).__name__ in state.get("hooks", {}):
+                    hook.load_state_dict(state["hooks"][type(hook).__name__])
             logger_state = state["logger"]
             print(f"resuming {self.run_dir} from {path.name} (step {self.step:,})", flush=True)
         else:
@@ -202,6 +209,10 @@ class Trainer:
     def _loop(self) -> None:
         config, agent, buffer, env = self.config, self.agent, self.buffer, self.env
         learning_starts = agent.learning_starts
+        # Schedules over the updates (Rainbow's importance exponent) run from 0 at the first update (the step that
+        # reaches learning_starts) to 1 at the last step.
+        first_update_step = max(learning_starts, 1)
+        update_steps = max(config.steps - first_update_step, 1)
         window_start, window_step, window_updates, window_update_time = time.perf_counter(), self.step, 0, 0.0
         last_update_metrics: dict[str, float] = {}
         updates_per_s = math.nan  # the last logged window's rate, shown by the progress bar until the next one
@@ -224,8 +235,9 @@ class Trainer:
 
             if self.step >= learning_starts:
                 started = time.perf_counter()
+                progress = (self.step - first_update_step) / update_steps
                 for _ in range(config.replay_ratio):
-                    last_update_metrics = agent.update(buffer, progress=self.step / config.steps)
+                    last_update_metrics = agent.update(buffer, progress=progress)
                     for hook in self.hooks:
                         metrics.update(hook.after_update(agent, buffer))
                 spent = time.perf_counter() - started
@@ -259,10 +271,9 @@ class Trainer:
 
     def _evaluate(self, episodes: int, seed_offset: int = 0) -> list[float]:
         # Evaluation has its own RNG and envs, so it never changes the training run's randomness.
-        rng = np.random.default_rng([self.config.seed, 1 + seed_offset])
+        rng, env_seed = RandomStreams(self.config.seed).evaluation(seed_offset)
         return evaluate(self.agent.evaluation_policy(rng), self.config.env, episodes=episodes,
-                        num_envs=self.config.eval_envs, seed=10_000 + self.config.seed + seed_offset,
-                        env_options=env_options(self.config))
+                        num_envs=self.config.eval_envs, seed=env_seed, env_options=env_options(self.config))
 
     def _finish(self) -> dict:
         config = self.config
