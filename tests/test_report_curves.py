@@ -108,7 +108,8 @@ def test_learning_curves_are_the_seed_mean_of_each_runs_binned_returns(runs, tmp
     assert_curve_equals_hand_binning(hessian, run_dirs, HESSIAN, edges)
 
     manifest = json.loads((out / "report.json").read_text())
-    assert manifest["curve_step_unit"] == "agent steps" and manifest["curve_bins"] == BINS
+    # MinAtar runs record env_steps (= agent steps: no action repeat), so the axis is in environment steps.
+    assert manifest["curve_step_unit"] == "environment steps" and manifest["curve_bins"] == BINS
     for stem in ("learning_curves", "curve_eval_return_mean", "curve_probes_hessian_max_eigenvalue"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{stem}{suffix}").stat().st_size > 1000, stem + suffix

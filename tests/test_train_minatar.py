@@ -161,11 +161,11 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
     assert metrics_without_time(run_dir) == metrics_without_time(reference)  # probes after the resume included
 
 
-def test_a_checkpoint_without_hook_state_still_resumes(reference, tmp_path):
+def test_a_checkpoint_without_hook_state_still_resumes(reference, kept_reference, tmp_path):
     """Checkpoints written before hooks had state (no "hooks" entry) load; the probes then start fresh streams, and
     the training itself still continues exactly."""
     run_dir = tmp_path / "old"
-    shutil.copytree(reference, run_dir)
+    shutil.copytree(kept_reference, run_dir)
     (run_dir / "result.json").unlink()
     state = load_checkpoint(checkpoint_file(run_dir, 300))
     assert set(state["hooks"]) == {"ResetHook", "ProbeHook"}
@@ -222,11 +222,18 @@ def test_eval_evaluates_the_latest_checkpoint(reference, capsys):
     (reference / "eval_step400.json").unlink()  # leave the shared run as the other tests expect it
 
 
-def test_a_finished_run_drops_its_replay_unless_keep_replay(reference, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def kept_reference(tmp_path_factory) -> Path:
+    """The reference run again, with `--keep-replay`: its last two checkpoints keep the replay buffer."""
+    run_dir = tmp_path_factory.mktemp("kept") / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir), "--keep-replay"]) == 0
+    return run_dir
+
+
+def test_a_finished_run_drops_its_replay_unless_keep_replay(reference, kept_reference, tmp_path, capsys):
     final = load_checkpoint(checkpoint_paths(reference)[-1])
     assert final["buffer"] is None and final["step"] == STEPS  # eval and fine-tuning read only the agent
-    kept_dir = tmp_path / "kept"
-    assert main(["train", *TINY, "--run-dir", str(kept_dir), "--keep-replay"]) == 0
+    kept_dir = kept_reference
     assert json.loads((kept_dir / "config.json").read_text())["keep_replay"] is True
     assert [p.name for p in checkpoint_paths(kept_dir)] == ["step_000000300.pt", "step_000000400.pt"]  # keep 2
     kept = load_checkpoint(checkpoint_paths(kept_dir)[-1])
