@@ -450,3 +450,28 @@ def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
     assert (float(torch.linalg.vector_norm(torch.cat([a.grad for a in ours]))) <= 10.0 + 1e-4) and (
         scale < 1 or float(norm) > 10.0)
+
+
+@pytest.mark.parametrize("env_id, high", [("minatar:breakout", 1.0), ("atari:Pong", 255.0)])
+def test_network_inputs_span_zero_to_one_whatever_the_observation_range(env_id, high):
+    """MinAtar's channels are 0/1 and Atari's pixels 0..255: both reach the network as [0, 1] (MinAtar divided by
+    255 would feed the network values <= 1/255)."""
+    from plastic.envs import make_env
+    from plastic.training.loop import make_agent as make_run_agent
+
+    config = build(env_id, "base", overrides=parse_overrides(SMALL))
+    env = make_env(env_id, seed=0, train=True)
+    try:
+        agent = make_run_agent(config, env, torch.device("cpu"))
+        obs, _ = env.reset()
+    finally:
+        env.close()
+    assert agent.observation_high == high and int(obs.max()) <= high
+    full = np.full_like(obs, int(high))
+    assert agent.probe_inputs(type("Batch", (), {"obs": full[None]})()).max().item() == 1.0
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.as_tensor(full[None])
+    from plastic.agents.augment import augment_frames
+
+    shifted = augment_frames(frames, pad=1, intensity_scale=0.0, generator=generator, high=agent.observation_high)
+    assert shifted.max().item() == 1.0 and shifted.min().item() == 1.0  # replicate padding of an all-ones frame

@@ -51,8 +51,12 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
 
 
 class RainbowAgent:
-    def __init__(self, config: TrainConfig, obs_shape: tuple[int, ...], num_actions: int, device: torch.device):
+    def __init__(self, config: TrainConfig, obs_shape: tuple[int, ...], num_actions: int, device: torch.device,
+                 observation_high: float = 255.0):
+        """`observation_high`: the uint8 observations' upper bound (the env's observation space: 255 for Atari
+        pixels, 1 for MinAtar's binary channels); inputs are divided by it so that the network sees [0, 1]."""
         self.config = config
+        self.observation_high = float(observation_high)
         self.rainbow = rainbow = config.rainbow
         self.num_actions = num_actions
         self.device = device
@@ -144,7 +148,7 @@ class RainbowAgent:
 
     # ------------------------------------------------------------------ acting
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, device=self.device).float().div_(255.0)
+        return torch.as_tensor(obs, device=self.device).float().div_(self.observation_high)
 
     @torch.no_grad()
     def greedy_actions(self, obs: np.ndarray) -> np.ndarray:
@@ -179,7 +183,8 @@ class RainbowAgent:
     def _batch_tensors(self, batch, augmentation: bool):
         if augmentation:
             obs, next_obs = (augment_frames(torch.as_tensor(frames, device=self.device), self.rainbow.shift_pad,
-                                            self.rainbow.intensity_scale, self.augmentation_generator)
+                                            self.rainbow.intensity_scale, self.augmentation_generator,
+                                            self.observation_high)
                              for frames in (batch.obs, batch.next_obs))
         else:
             obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)

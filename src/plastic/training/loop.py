@@ -60,7 +60,8 @@ def make_agent(config: TrainConfig, env, device: torch.device):
         return SACAgent(config, env.observation_space.shape, env.action_space.shape[0], device)
     from plastic.agents.rainbow import RainbowAgent
 
-    return RainbowAgent(config, env.observation_space.shape, int(env.action_space.n), device)
+    return RainbowAgent(config, env.observation_space.shape, int(env.action_space.n), device,
+                        observation_high=float(env.observation_space.high.max()))
 
 
 def make_buffer(config: TrainConfig, env, agent):
