@@ -6,7 +6,7 @@ line.
 
 A batch's two uint8 stacks are ~1.8 MB of fresh arrays; with glibc's default malloc each is mmap'ed and zero-faulted
 on every call, which costs ~10x the gather itself. `--tune-malloc` raises the mmap and trim thresholds with mallopt
-(see shared/PERF_NOTES.md), as a training process should at start-up.
+(docs/performance.md), as a training process should at start-up.
 
     python benchmarks/replay_speed.py [--capacity 100000] [--episode-length 1000] [--repeats 2000] [--tune-malloc]
 """

@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--updates", type=int, default=10, help="updates per agent per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; each preset's median round is reported")
-    parser.add_argument("--actions", type=int, default=18, help="18 = full action set (PERF_NOTES' figures)")
+    parser.add_argument("--actions", type=int, default=18, help="18 = full action set (the figures in docs/performance.md)")
     parser.add_argument("--fill", type=int, default=5000, help="transitions in the buffer")
     parser.add_argument("--compile", choices=("both", "on", "off"), default="both",
                         help="time eager (off), compiled (on) or both")

@@ -103,7 +103,7 @@ class ReDoConfig:
 # --------------------------------------------------------------------------------------------- agents
 @dataclass
 class RainbowConfig:
-    """DrQ(ε)-Rainbow, paper Table 5 (NOTES.md). Discrete-action domains (Atari, MinAtar)."""
+    """DrQ(ε)-Rainbow, paper Table 5 (docs/deviations.md lists where it differs from the public code). Discrete-action domains (Atari, MinAtar)."""
 
     learning_rate: float = 1e-4
     adam_eps: float = 1.5e-5
@@ -181,7 +181,7 @@ class TrainConfig:
     replay_ratio: int | None = None  # gradient updates per agent step; None = 2 (Atari, Table 5), 1 (DMC, Table 6)
     device: str = "auto"
     threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
-    # else uses a core, and two 1-thread runs beat one 2-thread run (PERF_NOTES.md)
+    # else uses a core, and two 1-thread runs beat one 2-thread run (docs/performance.md)
     compile: str = "auto"  # torch.compile the Rainbow update's passes: on | off | auto (= on for Atari runs of at
     # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
     checkpoint_every: int = 10_000

@@ -17,8 +17,8 @@ from pathlib import Path
 
 def tune_allocator() -> None:
     """Keep glibc from mapping, zeroing and unmapping multi-MB temporaries on every call: raise the mmap threshold to
-    32 MiB and the trim threshold to 1 GiB. PERF_NOTES.md: a Rainbow update 64-69 -> 46-52 ms with the MKL fix; the
-    synthetic CIFAR update ~7 -> ~5 ms (benchmarks/synthetic_speed.py). Harmless elsewhere; a no-op off glibc."""
+    32 MiB and the trim threshold to 1 GiB. The measured gains are in docs/performance.md
+    (benchmarks/update_speed.py, benchmarks/synthetic_speed.py). Harmless elsewhere; a no-op off glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -31,9 +31,8 @@ def tune_allocator() -> None:
 # ------------------------------------------------------------------------------------------------ MKL code path
 # torch's bundled MKL takes its AVX2 path on AMD CPUs whatever they support (a vendor check). The well-known
 # workaround is a one-line `mkl_serv_intel_cpu_true` returning 1, loaded before torch with LD_PRELOAD. It is a hack,
-# so it is opt-in only (`plastic --mkl-avx512 ...` or PLASTIC_MKL_AVX512=1), never on by default. Measured on the
-# 2-core AMD EPYC (Zen 4) machine: 1-thread sgemm ~95 -> ~112 GFLOP/s, the synthetic CIFAR update 4.6 -> 3.9 ms; on
-# PERF_NOTES' Zen 5 machine 98 -> 225 GFLOP/s. Results agree with the AVX2 path to float rounding (tested against
+# so it is opt-in only (`plastic --mkl-avx512 ...` or PLASTIC_MKL_AVX512=1), never on by default. Its measured
+# effect is in docs/performance.md. Results agree with the AVX2 path to float rounding (tested against
 # float64). No effect on Intel CPUs (already on their best path) or builds without MKL.
 
 MKL_SHIM_ENV = "PLASTIC_MKL_AVX512"

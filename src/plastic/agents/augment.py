@@ -20,7 +20,7 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
         padded = torch.cat([padded[..., :1].expand(-1, -1, -1, pad), padded,
                             padded[..., -1:].expand(-1, -1, -1, pad)], dim=3)
     offsets = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator, device=generator.device).tolist()
-    # A per-sample slice is faster on CPU than grid_sample or advanced indexing (PERF_NOTES.md).
+    # A per-sample slice is faster on CPU than grid_sample or advanced indexing (docs/performance.md).
     return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
 
 

@@ -4,7 +4,7 @@ One gradient update = sample a prioritized batch -> augment s and s' -> C51 doub
 network (computed ONCE, from the clean weights) -> cross-entropy loss weighted by importance weights -> Adam (or SAM
 around Adam) with gradient-norm clipping -> priorities from the clean pass -> EMA target update.
 
-SAM done right (NOTES.md lists what the public code gets wrong): the TD target and the PER priorities come from the
+SAM done right (docs/deviations.md lists what the public code gets wrong): the TD target and the PER priorities come from the
 clean pass only; the perturbed pass reuses the target distribution; the perturbation scope is a property of the
 optimizer's parameter groups, which are the same tensors after a reset, so it survives resets. Noisy layers draw
 fresh noise for the perturbed pass by default (`sam.noise = "independent"`, App. B.4).
@@ -29,7 +29,7 @@ def make_adam(param_groups, config: TrainConfig, learning_rate: float, eps: floa
     """Adam, or SAM around Adam when `sam` is on. Groups carry `perturb` flags (the SAM scope)."""
     kwargs = dict(lr=learning_rate, eps=eps)
     if device.type in ("cpu", "cuda"):
-        kwargs["fused"] = True  # one kernel for all parameters (PERF_NOTES.md)
+        kwargs["fused"] = True  # one kernel for all parameters (docs/performance.md)
     if config.sam.enabled:
         from plastic.plasticity import SAM
 
@@ -163,7 +163,7 @@ class RainbowAgent:
         return int(self.greedy_actions(obs[None])[0])
 
     def evaluation_policy(self, rng: np.random.Generator):
-        """Evaluation: target network with noisy layers at their means, epsilon_eval-greedy (NOTES.md)."""
+        """Evaluation: target network with noisy layers at their means, epsilon_eval-greedy (paper §4.1; docs/deviations.md)."""
 
         def policy(obs: np.ndarray) -> np.ndarray:
             self.target.set_noisy(False)

@@ -46,7 +46,7 @@ def make_optimizer(params: list[torch.Tensor], learning_rate: float, rho: float,
     """Adam, or SAM (ASAM if `adaptive`) around Adam when rho > 0; SAM's scope is exactly `params`."""
     kwargs = dict(lr=learning_rate)
     if device.type in ("cpu", "cuda"):
-        kwargs["fused"] = True  # one kernel for all parameters (PERF_NOTES.md)
+        kwargs["fused"] = True  # one kernel for all parameters (docs/performance.md)
     if rho > 0:
         return SAM(params, torch.optim.Adam, rho=rho, adaptive=adaptive, **kwargs)
     return torch.optim.Adam(params, **kwargs)
@@ -96,7 +96,7 @@ class SACAgent:
         # Parameters are drawn from the agent's own generator so that a seed fixes the whole run.
         reset_parameters_(self.critic, self.generator)
         reset_parameters_(self.actor, self.generator)
-        # channels_last: oneDNN's convs are up to 6x faster in it on CPU (the 3-channel first conv most; PERF_NOTES.md),
+        # channels_last: oneDNN's convs are much faster in it on CPU (the 3-channel first conv most; docs/performance.md),
         # and ConvLayerNorm's reduction over channels becomes contiguous.
         self.critic.to(device, memory_format=torch.channels_last)
         self.actor.to(device)

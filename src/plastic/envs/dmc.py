@@ -69,7 +69,7 @@ _CAMERA_BY_DOMAIN = {"quadruped": 2}
 EPISODE_ENV_STEPS = 1000  # every suite task: 1000 control steps per episode
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 512
 
-# Rendering settings of `fast_rendering=True` (PERF_NOTES: 3-5x faster, near-identical frames; re-measured in
+# Rendering settings of `fast_rendering=True` (several times faster, near-identical frames: docs/performance.md,
 # benchmarks/dmc_env_speed.py).
 FAST_SHADOW_SIZE = 512
 FAST_OFFSCREEN_SAMPLES = 0

@@ -4,7 +4,7 @@ Backbones: the Nature CNN (32@8x8/4, 64@4x4/2, 64@3x3/1) for 84x84 Atari frames,
 (16@3x3/1, as in the MinAtar paper) for 10x10 MinAtar inputs. The head has two noisy streams (value, advantage),
 hidden width 512 (Atari), 51 atoms; Q-distributions are `softmax(v + a - mean_a a)` over atoms.
 
-Plasticity switches shape the network (paper App. A.3, NOTES.md):
+Plasticity switches shape the network (paper §4.1, App. A.3; docs/deviations.md):
 - `ln_placement`: None, "backbone" (LayerNorm after each backbone conv, before its activation — the public code) or
   "all" (also after each hidden FC layer of the head — the paper's text).
 - `crelu_placement`: None, "head" (CReLU after the head's hidden layers — the paper's parameter counts) or "all"

@@ -62,7 +62,7 @@ class Launch:
 def run_trial_process(launch: Launch, on_start=None) -> int:
     """Run one attempt with this machine's interpreter; return its exit status. Kills the process if interrupted.
 
-    `threads` caps the trial's math libraries (PERF_NOTES: two 1-thread trials beat one 2-thread trial)."""
+    `threads` caps the trial's math libraries (two 1-thread trials beat one 2-thread trial: docs/performance.md)."""
     threads = str(launch.threads)
     environment = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
     Path(launch.log_path).parent.mkdir(parents=True, exist_ok=True)
