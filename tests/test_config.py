@@ -217,6 +217,13 @@ def test_eval_episodes_and_crelu_placement_per_domain(env, episodes, placement):
     assert (explicit.eval_episodes, explicit.crelu.placement) == (7, "head")
 
 
+@pytest.mark.parametrize("env, augmentation", [("atari:Pong", True), ("minatar:breakout", False)])
+def test_drq_augmentation_is_on_for_atari_and_off_for_minatar_boards(env, augmentation):
+    assert build(env).rainbow.augmentation is augmentation
+    assert build(env, overrides={"rainbow": {"augmentation": str(not augmentation)}}).rainbow.augmentation is (
+        not augmentation)
+
+
 def test_sac_warm_up_is_the_base_codes_1000_agent_steps():
     assert build("dmc:cheetah-run").sac.learning_starts == 1000
 

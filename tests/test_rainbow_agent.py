@@ -20,7 +20,8 @@ from plastic.training.hooks import ResetHook
 
 OBS_SHAPE = (4, 10, 10)  # a MinAtar breakout frame
 NUM_ACTIONS = 3
-SMALL = ["rainbow.hidden=16", "rainbow.batch_size=8", "rainbow.buffer_size=500", "rainbow.n_step=3"]
+SMALL = ["rainbow.hidden=16", "rainbow.batch_size=8", "rainbow.buffer_size=500", "rainbow.n_step=3",
+         "rainbow.augmentation=true"]  # the Atari path, on small MinAtar-shaped frames
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -123,7 +123,8 @@ class RainbowConfig:
     learning_starts: int = 2_000
     epsilon_train: float = 0.0  # after warm-up; exploration comes from the noisy target network
     epsilon_eval: float = 0.001
-    augmentation: bool = True
+    augmentation: bool | None = None  # DrQ's random shift + intensity (Table 5); None = the domain's: on for Atari,
+    # off for MinAtar, whose 10x10 binary boards a ±4-cell shift would scramble (docs/deviations.md, MinAtar protocol)
     shift_pad: int = 4
     intensity_scale: float = 0.05
     reward_clip: bool = True
@@ -380,8 +381,8 @@ COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at lea
 # Atari-100k's 100k agent steps (§4.1), DMC-M's 2M environment steps (§4.1); the budget key applies only when
 # neither `steps` nor `env_steps` is given. eval_episodes and crelu.placement: see their fields.
 DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "atari": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head"},
-    "minatar": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head"},
+    "atari": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head", "rainbow.augmentation": True},
+    "minatar": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head", "rainbow.augmentation": False},
     "dmc": {"env_steps": 2_000_000, "eval_episodes": 10, "crelu.placement": "all"},
 }
 _BUDGET_KEYS = ("steps", "env_steps")
