@@ -28,8 +28,8 @@ TINY = [
     "--set", "probe.every=100", "--set", "probe.batch_size=16", "--set", "probe.hessian_batch_size=8",
     "--set", "probe.hessian_iters=3",
 ]
-RESULT_KEYS = {"env", "preset", "seed", "eval_returns", "eval_mean", "hns", "wall_time_s", "updates_per_s",
-               "env_steps_per_s"}
+RESULT_KEYS = {"env", "preset", "seed", "eval_returns", "eval_mean", "hns", "random_score", "wall_time_s",
+               "updates_per_s", "env_steps_per_s"}
 TIME_LIKE = {"time_s", "charts/SPS", "charts/updates_per_s"}
 
 
@@ -94,6 +94,12 @@ def test_a_tiny_run_writes_every_file(reference):
     assert len(out["eval_returns"]) == 2
     assert out["eval_mean"] == pytest.approx(sum(out["eval_returns"]) / 2)
     assert out["hns"] is None  # no human reference scores on MinAtar
+    # The random policy's score under the same protocol (2 episodes, the final evaluation's env seed) sits beside it.
+    from plastic.training.evaluation import random_policy_score
+    from plastic.training.seeding import RandomStreams
+
+    _, env_seed = RandomStreams(0).evaluation(0)
+    assert out["random_score"] == random_policy_score("minatar:breakout", 3, episodes=2, seed=env_seed)
     assert out["updates"] == 2 * (STEPS - 100 + 1)  # replay ratio 2 from step 100 (learning starts) on
     assert out["wall_time_s"] > 0 and out["updates_per_s"] > 0 and out["env_steps_per_s"] > 0
     config = json.loads((reference / "config.json").read_text())

@@ -276,12 +276,23 @@ class Trainer:
         return evaluate(self.agent.evaluation_policy(rng), self.config.env, episodes=episodes,
                         num_envs=self.config.eval_envs, seed=env_seed, env_options=env_options(self.config))
 
+    def _random_policy_score(self) -> float | None:
+        """A random policy's score under the same evaluation protocol (`random_policy_score`), for the summary."""
+        from plastic.training.evaluation import random_policy_score
+
+        space = self.env.action_space
+        _, env_seed = RandomStreams(self.config.seed).evaluation(0)
+        return random_policy_score(self.config.env, int(space.n) if hasattr(space, "n") else None,
+                                   episodes=self.config.eval_episodes, seed=env_seed,
+                                   env_options=env_options(self.config))
+
     def _finish(self) -> dict:
         config = self.config
         save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
         train_time = self.elapsed()
         eval_returns = self._evaluate(config.eval_episodes)
         eval_mean = float(np.mean(eval_returns))
+        random_score = self._random_policy_score()
         from plastic.nets.rainbow import count_parameters
 
         result = {
@@ -296,6 +307,7 @@ class Trainer:
             "eval_returns": eval_returns,
             "eval_mean": eval_mean,
             "hns": human_normalized(config.env, eval_mean),
+            "random_score": random_score,
             "wall_time_s": round(self.elapsed(), 3),
             "train_time_s": round(train_time, 3),
             "updates": self.agent.updates,
@@ -309,8 +321,9 @@ class Trainer:
         if not config.keep_replay:  # the replay is most of a checkpoint (Atari: ~0.7 GB); eval/fine-tuning need none
             save_checkpoint(self.run_dir, self.step, self._state(replay=False), keep=1)
         hns = f" | HNS {result['hns']:.3f}" if result["hns"] is not None else ""
+        baseline = f" (random policy: {random_score:.2f})" if random_score is not None else ""
         print(f"\nfinished {config.env} {config.method_label} seed {config.seed}: eval return "
-              f"{eval_mean:.2f} ± {np.std(eval_returns):.2f} over {len(eval_returns)} episodes{hns} | "
+              f"{eval_mean:.2f} ± {np.std(eval_returns):.2f} over {len(eval_returns)} episodes{baseline}{hns} | "
               f"{result['wall_time_s'] / 60:.1f} min | {result['updates_per_s']:.1f} updates/s | "
               f"{result['env_steps_per_s']:.0f} env steps/s", file=sys.stdout, flush=True)
         return result
