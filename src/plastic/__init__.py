@@ -7,7 +7,7 @@ the agents, the synthetic experiments and the reporting are built on it.
 
 import os as _os
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Ask torch's CPU allocator for transparent huge pages on allocations of 2 MB and more (read once, when torch first
 # allocates, so it must be set before that; a setting the user made wins). The Rainbow update's multi-MB weights,
