@@ -202,3 +202,14 @@ def test_curve_metric_needs_an_output_directory(tmp_path, capsys):
     write_run(tmp_path / "a", "base", 0, returns((10, 1.0)))
     assert cli.main(["report", str(tmp_path), "--curve-metric", HESSIAN]) == 2
     assert f"--curve-metric {HESSIAN} writes files: give --out DIR" in capsys.readouterr().err
+
+
+def test_the_random_policy_line_is_the_mean_random_score_of_each_envs_finished_runs(runs):
+    from plastic.report import scores as loading
+    from plastic.report.curves import random_scores
+
+    finished = sorted(root for root in runs.iterdir() if (root / "result.json").exists())
+    recorded = [json.loads((root / "result.json").read_text())["random_score"] for root in finished]
+    assert len(recorded) == 2 and all(isinstance(value, float) for value in recorded)
+    results = loading.load_results([runs])
+    assert random_scores(results) == {"minatar:breakout": pytest.approx(sum(recorded) / 2)}

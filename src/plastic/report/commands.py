@@ -282,7 +282,8 @@ def _draw_curves(directory, args, curve_set) -> list[Path]:
     returns = {"training": curve_set.curves[TRAIN_RETURN], "evaluation": curve_set.curves[EVAL_RETURN]}
     returns = {label: curves for label, curves in returns.items() if curves}
     if returns:
-        paths += figures.learning_curves(returns, directory, "learning_curves", curve_set.step_unit, "Return")
+        paths += figures.learning_curves(returns, directory, "learning_curves", curve_set.step_unit, "Return",
+                                         curve_set.random_scores)
     for metric, stem in _curve_files(args, curve_set)[1:]:
         if curve_set.curves[metric]:
             paths += figures.learning_curves({metric: curve_set.curves[metric]}, directory, stem,

@@ -71,6 +71,7 @@ class CurveSet:
 
     step_unit: str  # ENV_STEPS or AGENT_STEPS
     curves: dict[str, list[BinnedCurve]]  # metric name -> one curve per (method, env)
+    random_scores: dict[str, float] = field(default_factory=dict)  # env -> mean `random_score` of its finished runs
 
 
 def sanitized(metric: str) -> str:
@@ -213,7 +214,20 @@ def build(
                              f"curve_{sanitized(metric)}.csv; give one of them")  # fmt: skip
     if not runs:
         return None
-    return CurveSet(step_unit, {name: bin_curves(runs, name, bins, confidence) for name in names})
+    return CurveSet(step_unit, {name: bin_curves(runs, name, bins, confidence) for name in names},
+                    random_scores(results))
+
+
+def random_scores(results: loading.Results) -> dict[str, float]:
+    """Per env, the mean `random_score` (a uniformly random policy's score, written by `plastic train`) of its
+    finished runs that recorded one: the line a learning curve is read against."""
+    scores: dict[str, list[float]] = {}
+    for run in results.runs:
+        if run.run_dir is not None:
+            value = _json_object(run.run_dir / "result.json").get("random_score")
+            if isinstance(value, (int, float)):
+                scores.setdefault(run.env, []).append(float(value))
+    return {env: float(np.mean(values)) for env, values in scores.items()}
 
 
 def write_csv(curves: Sequence[BinnedCurve], path: Path) -> Path:

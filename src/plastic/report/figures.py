@@ -146,10 +146,12 @@ def iqm_versus_compute(
 
 
 def learning_curves(
-    series: Mapping[str, Sequence[BinnedCurve]], directory: Path, name: str, x_label: str, y_label: str
+    series: Mapping[str, Sequence[BinnedCurve]], directory: Path, name: str, x_label: str, y_label: str,
+    random_scores: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """One panel per env, one color per method; `series` maps a style label ("training", "evaluation", or the
-    metric name) to its curves, drawn solid, dashed with markers, ... The band is each bin's CI over seeds."""
+    metric name) to its curves, drawn solid, dashed with markers, ... The band is each bin's CI over seeds.
+    `random_scores`: per env, a random policy's score, drawn as a grey dotted line."""
     envs = list(dict.fromkeys(curve.env for curves in series.values() for curve in curves))
     methods = list(dict.fromkeys(curve.method for curves in series.values() for curve in curves))
     colors = dict(zip(methods, plt.cm.tab10(np.arange(len(methods)) % 10)))
@@ -165,6 +167,8 @@ def learning_curves(
                 suffix = f" ({label})" if len(series) > 1 else ""
                 axis.plot(curve.steps, curve.mean, color=colors[curve.method], label=curve.method + suffix, **style)
                 axis.fill_between(curve.steps, curve.ci_low, curve.ci_high, color=colors[curve.method], alpha=0.2)
+        if random_scores and env in random_scores:
+            axis.axhline(random_scores[env], color="0.5", linestyle=":", label="random policy")
         axis.set_title(env)
         axis.set_xlabel(x_label[:1].upper() + x_label[1:])
         axis.set_ylabel(y_label)
