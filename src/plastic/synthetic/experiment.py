@@ -203,9 +203,11 @@ def _probe(model, x, y, generator: torch.Generator, iters: int) -> dict[str, flo
     from plastic.probes import active_unit_fraction, hessian_max_eigenvalue
 
     params = [p for p in model.parameters() if p.requires_grad]
-    lambda_max = hessian_max_eigenvalue(lambda: F.cross_entropy(model(x), y), params, iters=iters, generator=generator)
+    eigenvalue = hessian_max_eigenvalue(lambda: F.cross_entropy(model(x), y), params, iters=iters, generator=generator)
     active = active_unit_fraction(model, x)
-    return {"lambda_max": lambda_max, **{f"active/{key}": value for key, value in active.items()}}
+    # The training runs' metric names (training/hooks.py, metrics.jsonl).
+    return {"probes/hessian_max_eigenvalue": eigenvalue,
+            **{f"probes/active_unit_fraction/{key}": value for key, value in active.items()}}
 
 
 class _Images:
