@@ -66,9 +66,8 @@ class RainbowAgent:
         self.rng = streams.numpy_generator("actions")
         self.augmentation_generator = streams.torch_generator("augmentation", device)
         self.updates = 0
-        encoder = "minatar" if config.domain == "minatar" else "nature"
         self.online = RainbowNetwork(
-            tuple(obs_shape), num_actions, encoder=encoder, hidden=rainbow.hidden, num_atoms=rainbow.num_atoms,
+            tuple(obs_shape), num_actions, encoder=config.domain_spec.encoder, hidden=rainbow.hidden, num_atoms=rainbow.num_atoms,
             sigma0=rainbow.noisy_sigma0, ln_placement=config.ln.placement if config.ln.enabled else None,
             crelu_placement=config.crelu.placement if config.crelu.enabled else None,
             width_mode=config.crelu.width_mode,

@@ -54,7 +54,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_agent(config: TrainConfig, env, device: torch.device):
-    if config.domain == "dmc":
+    if config.domain_spec.agent == "sac":
         from plastic.agents.sac import SACAgent
 
         return SACAgent(config, env.observation_space.shape, env.action_space.shape[0], device)
@@ -73,16 +73,19 @@ def make_buffer(config: TrainConfig, env, agent):
 
 def env_options(config: TrainConfig) -> dict:
     """Options of the run's envs (training and evaluation) that the config sets: DMC's action repeat."""
-    return {"action_repeat": config.dmc.action_repeat} if config.domain == "dmc" else {}
+    return {"action_repeat": config.dmc.action_repeat} if config.domain_spec.action_repeat is None else {}
 
 
 def human_normalized(env_id: str, score: float) -> float | None:
-    if not env_id.startswith("atari:"):
-        return None
-    from plastic.report.reference import human_normalized_score
+    """The human-normalized score of a run (`result.json` "hns"); None off Atari or for a game without reference
+    scores."""
+    from plastic.envs.domains import domain_of
+    from plastic.report.scores import normalized_score
 
+    if not domain_of(env_id).human_normalized:
+        return None
     try:
-        return float(human_normalized_score(score, env_id.split(":", 1)[1]))
+        return float(normalized_score(score, env_id))
     except (KeyError, ValueError):
         return None  # a game outside the 26 with no reference scores
 
