@@ -196,7 +196,7 @@ class Trainer:
 
     def _print_header(self) -> None:
         config = self.config
-        from plastic.nets.rainbow import count_parameters
+        from plastic.agents.base import count_parameters
 
         params = count_parameters(self.agent.probe_model)
         print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
@@ -285,7 +285,7 @@ class Trainer:
         train_time = self.elapsed()
         eval_returns = self._evaluate(config.eval_episodes)
         eval_mean = float(np.mean(eval_returns))
-        from plastic.nets.rainbow import count_parameters
+        from plastic.agents.base import count_parameters
 
         result = {
             "env": config.env,
