@@ -284,3 +284,12 @@ def test_the_domain_table_gives_each_domains_protocol_values():
     assert build("atari:Pong").rainbow.augmentation is True and build("minatar:breakout").rainbow.augmentation is False
     with pytest.raises(ValueError, match="'atari': expected DOMAIN:NAME"):
         split_env_id("atari")
+
+
+def test_a_sam_field_of_the_other_agent_is_rejected_naming_it():
+    with pytest.raises(ValueError, match=r"'sam.critic_rho' = 0.05 applies to sac runs \(dmc\) only"):
+        build("minatar:breakout", methods=["sam"], overrides={"sam": {"critic_rho": "0.05"}})
+    with pytest.raises(ValueError, match=r"'sam.scope' = 'head' applies to rainbow runs \(atari, minatar\) only"):
+        build("dmc:cheetah-run", methods=["sam"], overrides={"sam": {"scope": "head"}})
+    assert build("dmc:cheetah-run", preset="plastic-official").sam.scope == "backbone"  # the preset's, not the user's
+    assert build("minatar:breakout", methods=["ln+sam"]).methods == ["ln", "sam"]

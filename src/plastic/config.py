@@ -410,10 +410,40 @@ def _set(config: Any, key: str, value: Any) -> None:
     setattr(config, last, value)
 
 
+# SAM fields that one agent reads and the other would ignore: set (away from the default and the preset) on a domain
+# whose agent does not read them, they are an error rather than silently ignored.
+_AGENT_ONLY = {"sam.scope": "rainbow", "sam.noise": "rainbow", "sam.critic_rho": "sac", "sam.actor_rho": "sac",
+               "sam.temperature_rho": "sac"}
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def _check_agent_only(config: TrainConfig, agent: str) -> None:
+    from plastic.presets import load_preset
+
+    try:
+        preset = _flat(load_preset(config.preset))
+    except ValueError:
+        preset = {}
+    defaults = TrainConfig()
+    for key, owner in _AGENT_ONLY.items():
+        value = _get(config, key)
+        if owner != agent and value != _get(defaults, key) and (key not in preset or value != preset[key]):
+            domains = ", ".join(name for name, domain in DOMAINS.items() if domain.agent == owner)
+            raise ValueError(f"config key {key!r} = {value!r} applies to {owner} runs ({domains}) only, "
+                             f"not to {config.env}")
+
+
 def resolve(config: TrainConfig) -> TrainConfig:
     """Validate every field and fill the domain-dependent defaults (those left at None). Returns the same object."""
     domain, name = split_env_id(config.env)
     spec = DOMAINS[domain]
+    _check_agent_only(config, spec.agent)
     budget_given = config.steps is not None or config.env_steps is not None
     for key, value in DOMAIN_DEFAULTS[domain].items():
         if _get(config, key) is None and not (key in _BUDGET_KEYS and budget_given):
@@ -475,7 +505,7 @@ def build(env: str | None = None, preset: str = "base", methods: list[str] | Non
     update(config, load_preset(preset))
     if env is not None:
         config.env = env
-    for method in methods or []:
+    for method in [part.strip() for item in methods or [] for part in item.split("+")]:  # "ln+sam" = "ln", "sam"
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
         getattr(config, method).enabled = True
