@@ -22,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-import plastic  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE before torch allocates, as the `plastic` command does)
-import torch
+from plastic.runtime import enable_huge_pages  # noqa: E402
 
-from plastic.agents.sac import SACAgent
-from plastic.config import build
-from plastic.replay import ReplayBuffer
-from plastic.runtime import tune_allocator
-from plastic.training.loop import Trainer, resolve_device
+enable_huge_pages()  # before torch allocates, as the `plastic` command does
+import torch  # noqa: E402
+
+from plastic.agents.sac import SACAgent  # noqa: E402
+from plastic.config import build  # noqa: E402
+from plastic.replay import ReplayBuffer  # noqa: E402
+from plastic.runtime import tune_allocator  # noqa: E402
+from plastic.training.loop import Trainer, resolve_device  # noqa: E402
 
 OBS_SHAPE, ACTION_DIM = (3, 64, 64), 1
 

@@ -77,10 +77,10 @@ def time_sequential(strides, updates, threads=1, seed=0, way="sequential") -> fl
         forward = model.forward_patches
         batches = [(model.to_patches(x.permute(0, 2, 3, 1)), y) for x, y in batches]
     for i in range(10):
-        _train_step(forward, optimizer, *batches[i % len(batches)], sam=False)
+        _train_step(forward, optimizer, *batches[i % len(batches)])
     start = time.perf_counter()
     for i in range(updates):
-        _train_step(forward, optimizer, *batches[i % len(batches)], sam=False)
+        _train_step(forward, optimizer, *batches[i % len(batches)])
     return (time.perf_counter() - start) / updates
 
 

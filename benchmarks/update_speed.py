@@ -20,8 +20,10 @@ import time
 
 import numpy as np
 
-import plastic  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE before torch allocates, as the `plastic` command does)
-import torch
+from plastic.runtime import enable_huge_pages  # noqa: E402
+
+enable_huge_pages()  # before torch allocates, as the `plastic` command does
+import torch  # noqa: E402
 
 
 def build(preset: str, actions: int, fill: int, device: torch.device, compile: str = "off"):

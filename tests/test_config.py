@@ -267,3 +267,29 @@ def test_env_steps_on_the_cli_and_refused_with_resume(capsys, tmp_path):
     (run_dir / "checkpoints" / "step_000000001.pt").write_bytes(b"")
     err = one_line_train_error(capsys, ["--resume", str(run_dir), "--env-steps", "100"])
     assert "cannot be combined with it" in err and "--env-steps" in err
+
+
+def test_the_domain_table_gives_each_domains_protocol_values():
+    from plastic.envs.domains import DOMAINS, split_env_id
+
+    assert split_env_id("dmc:cheetah-run") == ("dmc", "cheetah-run")
+    for env, replay_ratio, rho, interval, repeat, episodes in (
+        ("atari:Pong", 2, 0.1, 40_000, 4, 100), ("minatar:breakout", 2, 0.1, 40_000, 1, 100),
+        ("dmc:cheetah-run", 1, 0.01, 100_000, 4, 10), ("dmc:quadruped-run", 1, 0.1, 100_000, 2, 10),
+    ):
+        config = build(env)
+        assert (config.replay_ratio, config.sam.rho, config.reset.interval, config.action_repeat,
+                config.eval_episodes) == (replay_ratio, rho, interval, repeat, episodes), env
+    assert [DOMAINS[d].human_normalized for d in ("atari", "minatar", "dmc")] == [True, False, False]
+    assert build("atari:Pong").rainbow.augmentation is True and build("minatar:breakout").rainbow.augmentation is False
+    with pytest.raises(ValueError, match="'atari': expected DOMAIN:NAME"):
+        split_env_id("atari")
+
+
+def test_a_sam_field_of_the_other_agent_is_rejected_naming_it():
+    with pytest.raises(ValueError, match=r"'sam.critic_rho' = 0.05 applies to sac runs \(dmc\) only"):
+        build("minatar:breakout", methods=["sam"], overrides={"sam": {"critic_rho": "0.05"}})
+    with pytest.raises(ValueError, match=r"'sam.scope' = 'head' applies to rainbow runs \(atari, minatar\) only"):
+        build("dmc:cheetah-run", methods=["sam"], overrides={"sam": {"scope": "head"}})
+    assert build("dmc:cheetah-run", preset="plastic-official").sam.scope == "backbone"  # the preset's, not the user's
+    assert build("minatar:breakout", methods=["ln+sam"]).methods == ["ln", "sam"]

@@ -13,7 +13,8 @@ from plastic.agents.compiled import cpp_compiler
 from plastic.agents.distributional import project_distribution
 from plastic.agents.rainbow import RainbowAgent
 from plastic.config import build, parse_overrides
-from plastic.nets.rainbow import RainbowNetwork, count_parameters
+from plastic.agents.base import count_parameters
+from plastic.nets.rainbow import RainbowNetwork
 from plastic.plasticity import SAM, reset_parameters_
 from plastic.replay import ReplayBuffer
 from plastic.training.hooks import ResetHook

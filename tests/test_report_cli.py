@@ -151,7 +151,7 @@ BAD_CSVS = {
     "nan score": ("method,env,seed,score\nbase,atari:Pong,0,nan\n", "not a finite number"),
     "inf score": ("method,env,seed,score\nbase,atari:Pong,0,inf\n", "not a finite number"),
     "unknown game": ("method,env,seed,score\nbase,atari:Zaxxon,0,1\n", "unknown Atari game 'atari:Zaxxon'"),
-    "no domain": ("method,env,seed,score\nbase,Pong,0,1\n", "must be DOMAIN:TASK"),
+    "no domain": ("method,env,seed,score\nbase,Pong,0,1\n", "expected DOMAIN:NAME"),
     "different task sets": ("method,env,seed,score\nbase,atari:Pong,0,1\nbase,atari:Alien,0,1\n"
                             "plastic,atari:Pong,0,1\n", "cover different tasks"),  # fmt: skip
     "uneven seeds": ("method,env,seed,score\nbase,atari:Pong,0,1\nbase,atari:Pong,1,1\nbase,atari:Alien,0,1\n",

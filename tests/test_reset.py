@@ -236,3 +236,24 @@ def test_reset_on_cuda_is_reproducible_and_leaves_global_rngs():
     assert torch.equal(torch.get_rng_state(), cpu_state) and torch.equal(torch.cuda.get_rng_state(), cuda_state)
     for p, q in zip(a.parameters(), b.parameters()):
         assert p.is_cuda and torch.equal(p, q)
+
+
+def test_schedule_is_due_at_multiples_of_its_interval_and_never_at_zero():
+    from plastic.training.schedules import Every
+
+    assert [count for count in range(13) if Every(4).due(count)] == [4, 8, 12]
+    assert not any(Every(0).due(count) for count in range(10))
+
+
+def test_reset_and_shrink_perturb_twins_give_the_target_the_same_draw():
+    from plastic.plasticity.reset import reset_twins_, shrink_perturb_twins_
+
+    online, target = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    target.load_state_dict(online.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    touched = shrink_perturb_twins_([(online, target)], 0.5, generator)
+    assert len(touched) == 2 and all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))
+    before = [p.detach().clone() for p in online.parameters()]
+    reset_twins_([(online, target)], generator)
+    assert not torch.equal(before[0], online.weight)
+    assert all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))

@@ -371,9 +371,8 @@ def test_probe_interface():
     fractions = active_unit_fraction(agent.probe_model, agent.probe_inputs(batch))
     assert "encoder.2/elements" in fractions and "critic.q1.2/elements" in fractions
     state = agent.generator.get_state()
-    closure, restore = agent.loss_closure(batch)
-    assert float(closure().detach()) == float(closure().detach()) > 0  # deterministic
-    restore()
+    with agent.loss_closure(batch) as closure:
+        assert float(closure().detach()) == float(closure().detach()) > 0  # deterministic
     assert torch.equal(agent.generator.get_state(), state)  # the probe draws nothing from the run's generator
     recycled = agent.redo(agent.probe_inputs(batch), tau=0.0)
     assert set(recycled) == {"critic.q1.0", "critic.q1.3", "critic.q2.0", "critic.q2.3",

@@ -277,3 +277,24 @@ def test_scope_survives_a_reset_without_rebuilding_and_when_rebuilt_from_the_sam
     assert opt.perturbed_parameters() == list(model[0].parameters())
     rebuilt = SAM(groups(), torch.optim.Adam, rho=RHO, lr=LR)
     assert rebuilt.perturbed_parameters() == list(model[0].parameters())
+
+
+def test_sam_update_is_algorithm_1_and_plain_backward_step_without_sam():
+    from plastic.plasticity import sam_update
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3)
+    for wrap in (True, False):
+        w = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+        loss_fn = lambda: ((x @ w) ** 2).mean()  # noqa: E731
+        optimizer = SAM([w], torch.optim.SGD, rho=0.1, lr=0.1) if wrap else torch.optim.SGD([w], lr=0.1)
+        w0 = w.detach().clone()
+        g = torch.autograd.grad(loss_fn(), w)[0]
+        w_perturbed = (w0 + 0.1 * g / g.norm()).requires_grad_()
+        g_sam = torch.autograd.grad(((x @ w_perturbed) ** 2).mean(), w_perturbed)[0]
+        calls = []
+        result = sam_update(optimizer, loss_fn(), loss_fn, before_second_pass=lambda: calls.append("redraw"),
+                            before_step=lambda: "clipped")
+        assert result == "clipped"
+        assert calls == (["redraw"] if wrap else [])
+        assert torch.allclose(w.detach(), w0 - 0.1 * (g_sam if wrap else g), atol=1e-6)

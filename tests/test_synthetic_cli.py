@@ -84,3 +84,12 @@ def test_mkl_hint_and_provenance(tmp_path, capsys, monkeypatch, would_help):
     err = capsys.readouterr().err
     assert ("hint: on this AMD CPU, `plastic --mkl-avx512 synthetic ...`" in err) is would_help
     assert json.loads((tmp_path / "out" / "config.json").read_text())["mkl_avx512"] is False  # no shim in tests
+
+
+def test_results_written_by_older_versions_are_read_under_the_current_probe_names(tmp_path):
+    from plastic.synthetic.results import read_rows
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"phase": 1, "lambda_max": 28.5, "active/all/units": 0.75, "test_accuracy": 0.5}\n')
+    assert read_rows(path) == [{"phase": 1, "probes/hessian_max_eigenvalue": 28.5,
+                                "probes/active_unit_fraction/all/units": 0.75, "test_accuracy": 0.5}]

@@ -161,13 +161,13 @@ def test_reset_schedule_changes_a_run_only_from_the_reset_phase():
     assert base[2]["train_loss"] != reset[2]["train_loss"]  # the head was re-drawn at the start of phase 2
 
 
-def test_probes_report_lambda_max_and_active_units_without_changing_the_run():
+def test_probes_report_hessian_max_eigenvalue_and_active_units_without_changing_the_run():
     dataset = tiny_dataset()
     plain = run_seed(dataset, tiny_config(), 0)
     probed = run_seed(dataset, tiny_config(probe_every=2, hessian_iters=3, probe_samples=32), 0)
     assert [r["test_accuracy"] for r in plain] == [r["test_accuracy"] for r in probed]
-    assert "lambda_max" not in probed[0] and "lambda_max" in probed[1] and "lambda_max" in probed[2]  # every 2 + last
-    assert 0.0 < probed[1]["active/all/units"] <= 1.0
+    assert "probes/hessian_max_eigenvalue" not in probed[0] and "probes/hessian_max_eigenvalue" in probed[1] and "probes/hessian_max_eigenvalue" in probed[2]  # every 2 + last
+    assert 0.0 < probed[1]["probes/active_unit_fraction/all/units"] <= 1.0
 
 
 def test_label_scenario_scores_against_relabelled_test_set():
@@ -246,4 +246,4 @@ def test_run_seed_trains_the_same_through_patches_as_through_whole_images(method
     for a, b in zip(patched, whole, strict=True):
         assert a["test_accuracy"] == b["test_accuracy"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-    assert patched[-1]["lambda_max"] == pytest.approx(whole[-1]["lambda_max"], rel=1e-3)  # probed at the last phase
+    assert patched[-1]["probes/hessian_max_eigenvalue"] == pytest.approx(whole[-1]["probes/hessian_max_eigenvalue"], rel=1e-3)  # probed at the last phase

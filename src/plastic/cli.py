@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(name)
         except ModuleNotFoundError as error:
             if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
-                continue  # this part of the package is not installed/written yet
+                continue  # a subcommand whose optional dependencies are not installed
             raise
         if hasattr(module, "register"):
             module.register(subparsers)
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.enable_huge_pages()  # before anything imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

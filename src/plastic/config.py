@@ -24,6 +24,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from plastic.envs.domains import DOMAINS, Domain, split_env_id
+
 METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo")
 
 
@@ -214,16 +216,17 @@ class TrainConfig:
         return self.env.split(":", 1)[0]
 
     @property
+    def domain_spec(self) -> Domain:
+        """The run's row of the domain table (`plastic.envs.domains.DOMAINS`)."""
+        return DOMAINS[self.domain]
+
+    @property
     def action_repeat(self) -> int:
         """Environment steps per agent step: DMC the task's action repeat (resolved into `dmc.action_repeat`),
         Atari its frame skip (4: 100k agent steps are 400k frames), MinAtar 1."""
-        if self.domain == "dmc":
-            if self.dmc.action_repeat is None:
-                from plastic.envs.dmc import default_action_repeat
-
-                return default_action_repeat(self.env.partition(":")[2])
+        if self.domain_spec.action_repeat is None and self.dmc.action_repeat is not None:
             return self.dmc.action_repeat
-        return _ACTION_REPEAT[self.domain]
+        return self.domain_spec.action_repeat_for(self.env.partition(":")[2])
 
     @property
     def compile_enabled(self) -> bool:
@@ -365,7 +368,6 @@ _LEGACY_DMC_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2}
 
 
 # --------------------------------------------------------------------------------------------- validation
-DOMAINS = ("atari", "minatar", "dmc")
 _CHOICES = {
     "ln.placement": ("all", "backbone"),
     "sam.scope": ("all", "backbone", "head"),
@@ -377,16 +379,10 @@ _CHOICES = {
     "compile": ("auto", "on", "off"),
 }
 COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
-# The per-domain values of the fields left at None (`resolve()` fills them; an explicit value always wins). Budget:
-# Atari-100k's 100k agent steps (§4.1), DMC-M's 2M environment steps (§4.1); the budget key applies only when
-# neither `steps` nor `env_steps` is given. eval_episodes and crelu.placement: see their fields.
-DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "atari": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head", "rainbow.augmentation": True},
-    "minatar": {"steps": 100_000, "eval_episodes": 100, "crelu.placement": "head", "rainbow.augmentation": False},
-    "dmc": {"env_steps": 2_000_000, "eval_episodes": 10, "crelu.placement": "all"},
-}
+# The per-domain values of the fields left at None (`resolve()` fills them; an explicit value always wins), from the
+# domain table `plastic.envs.domains.DOMAINS` (add a per-domain default there).
+DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {name: domain.config_defaults for name, domain in DOMAINS.items()}
 _BUDGET_KEYS = ("steps", "env_steps")
-_ACTION_REPEAT = {"atari": 4, "minatar": 1}  # env steps per agent step off DMC: Atari's frame skip; MinAtar none
 _POSITIVE = (
     "steps", "env_steps", "dmc.action_repeat", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes",
     "eval_envs", "log_every",
@@ -414,12 +410,40 @@ def _set(config: Any, key: str, value: Any) -> None:
     setattr(config, last, value)
 
 
+# SAM fields that one agent reads and the other would ignore: set (away from the default and the preset) on a domain
+# whose agent does not read them, they are an error rather than silently ignored.
+_AGENT_ONLY = {"sam.scope": "rainbow", "sam.noise": "rainbow", "sam.critic_rho": "sac", "sam.actor_rho": "sac",
+               "sam.temperature_rho": "sac"}
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def _check_agent_only(config: TrainConfig, agent: str) -> None:
+    from plastic.presets import load_preset
+
+    try:
+        preset = _flat(load_preset(config.preset))
+    except ValueError:
+        preset = {}
+    defaults = TrainConfig()
+    for key, owner in _AGENT_ONLY.items():
+        value = _get(config, key)
+        if owner != agent and value != _get(defaults, key) and (key not in preset or value != preset[key]):
+            domains = ", ".join(name for name, domain in DOMAINS.items() if domain.agent == owner)
+            raise ValueError(f"config key {key!r} = {value!r} applies to {owner} runs ({domains}) only, "
+                             f"not to {config.env}")
+
+
 def resolve(config: TrainConfig) -> TrainConfig:
     """Validate every field and fill the domain-dependent defaults (those left at None). Returns the same object."""
-    domain, _, name = config.env.partition(":")
-    if domain not in DOMAINS or not name:
-        raise ValueError(f"env {config.env!r}: expected DOMAIN:NAME with DOMAIN one of {', '.join(DOMAINS)}"
-                         " (e.g. atari:Pong, minatar:breakout, dmc:cheetah-run)")
+    domain, name = split_env_id(config.env)
+    spec = DOMAINS[domain]
+    _check_agent_only(config, spec.agent)
     budget_given = config.steps is not None or config.env_steps is not None
     for key, value in DOMAIN_DEFAULTS[domain].items():
         if _get(config, key) is None and not (key in _BUDGET_KEYS and budget_given):
@@ -438,7 +462,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be in [0, 1]")
     if config.seed < 0:
         raise ValueError(f"config key 'seed' = {config.seed} must be >= 0")
-    if domain == "dmc" and config.dmc.action_repeat is None:
+    if spec.action_repeat is None and config.dmc.action_repeat is None:  # DMC: the task's, recorded in the config
         config.dmc.action_repeat = config.action_repeat
     repeat = config.action_repeat
     if config.steps is None:
@@ -450,22 +474,19 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"config keys 'steps' = {config.steps} and 'env_steps' = {config.env_steps} disagree: "
                          f"env_steps must be steps x action repeat ({repeat}) = {config.steps * repeat}; give one")
 
-    continuous = domain == "dmc"
     if config.replay_ratio is None:
-        config.replay_ratio = 1 if continuous else 2
+        config.replay_ratio = spec.replay_ratio
     if config.sam.rho is None:
-        config.sam.rho = (0.1 if "quadruped" in name else 0.01) if continuous else 0.1
+        config.sam.rho = spec.sam_rho_for(name)
     for key in ("rho", "critic_rho", "actor_rho", "temperature_rho"):
         value = getattr(config.sam, key)
         if value is not None and (value < 0 or (key == "rho" and value == 0)):
             raise ValueError(f"config key 'sam.{key}' = {value} must be > 0")
     if config.reset.interval is None:
-        config.reset.interval = 100_000 if continuous else 40_000
+        config.reset.interval = spec.reset_interval
     if config.reset.interval <= 0:
         raise ValueError(f"config key 'reset.interval' = {config.reset.interval} must be > 0")
-    if config.rainbow.hidden is None:
-        config.rainbow.hidden = 128 if domain == "minatar" else 512
-    if config.compile == "on" and continuous:
+    if config.compile == "on" and spec.continuous:
         raise ValueError("config key 'compile' = 'on' is implemented for the Rainbow agent (atari, minatar); "
                          "use compile=off for dmc")
     if config.sac.learning_rate is None:
@@ -484,7 +505,7 @@ def build(env: str | None = None, preset: str = "base", methods: list[str] | Non
     update(config, load_preset(preset))
     if env is not None:
         config.env = env
-    for method in methods or []:
+    for method in [part.strip() for item in methods or [] for part in item.split("+")]:  # "ln+sam" = "ln", "sam"
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
         getattr(config, method).enabled = True

@@ -12,6 +12,7 @@ fresh noise for the perturbed pass by default (`sam.noise = "independent"`, App.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -19,29 +20,18 @@ import torch
 from torch import nn
 
 from plastic.agents.augment import augment_frames
+from plastic.agents.base import ema_update_, make_adam
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
 from plastic.nets.rainbow import RainbowNetwork
+from plastic.plasticity.sam import sam_update
 from plastic.training.seeding import RandomStreams
-
-
-def make_adam(param_groups, config: TrainConfig, learning_rate: float, eps: float, device: torch.device):
-    """Adam, or SAM around Adam when `sam` is on. Groups carry `perturb` flags (the SAM scope)."""
-    kwargs = dict(lr=learning_rate, eps=eps)
-    if device.type in ("cpu", "cuda"):
-        kwargs["fused"] = True  # one kernel for all parameters (docs/performance.md)
-    if config.sam.enabled:
-        from plastic.plasticity import SAM
-
-        return SAM(param_groups, torch.optim.Adam, rho=config.sam.rho, adaptive=config.sam.adaptive, **kwargs)
-    groups = [{k: v for k, v in group.items() if k != "perturb"} for group in param_groups]
-    return torch.optim.Adam(groups, **kwargs)
 
 
 def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     """`nn.utils.clip_grad_norm_` with the same result, bit for bit, that skips the pass over the gradients when
-    they are already within `max_norm` (torch multiplies them by a coefficient clamped to 1.0): 0.9 vs 1.4 ms for
-    Rainbow's 7.5M gradients on 2 threads. Returns the total norm before clipping."""
+    they are already within `max_norm` (torch multiplies them by a coefficient clamped to 1.0; docs/performance.md).
+    Returns the total norm before clipping."""
     grads = [p.grad for p in parameters if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     coefficient = max_norm / (norm + 1e-6)
@@ -66,9 +56,8 @@ class RainbowAgent:
         self.rng = streams.numpy_generator("actions")
         self.augmentation_generator = streams.torch_generator("augmentation", device)
         self.updates = 0
-        encoder = "minatar" if config.domain == "minatar" else "nature"
         self.online = RainbowNetwork(
-            tuple(obs_shape), num_actions, encoder=encoder, hidden=rainbow.hidden, num_atoms=rainbow.num_atoms,
+            tuple(obs_shape), num_actions, encoder=config.domain_spec.encoder, hidden=rainbow.hidden, num_atoms=rainbow.num_atoms,
             sigma0=rainbow.noisy_sigma0, ln_placement=config.ln.placement if config.ln.enabled else None,
             crelu_placement=config.crelu.placement if config.crelu.enabled else None,
             width_mode=config.crelu.width_mode,
@@ -82,7 +71,9 @@ class RainbowAgent:
         for parameter in self.target.parameters():
             parameter.requires_grad_(False)
         self.atoms = support(rainbow.v_min, rainbow.v_max, rainbow.num_atoms, device)
-        self.optimizer = make_adam(self.param_groups(), config, rainbow.learning_rate, rainbow.adam_eps, device)
+        self.optimizer = make_adam(self.param_groups(), learning_rate=rainbow.learning_rate, eps=rainbow.adam_eps,
+                                   device=device, rho=config.sam.rho if config.sam.enabled else 0.0,
+                                   adaptive=config.sam.adaptive)
         if config.sam.enabled:
             from plastic.plasticity import check_sam_compatible
 
@@ -114,6 +105,20 @@ class RainbowAgent:
     def shrink_perturb_modules(self) -> list[tuple[nn.Module, nn.Module]]:
         """What shrink & perturb softens at each reset (the backbone, PLASTIC†), with its target twin."""
         return [(self.online.backbone, self.target.backbone)]
+
+    def backbone_modules(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Where a pretrained encoder is loaded (paper §4.4): the conv backbone, with its target twin."""
+        return [(self.online.backbone, self.target.backbone)]
+
+    @staticmethod
+    def backbone_state(agent_state: dict) -> dict[str, torch.Tensor] | None:
+        online = agent_state.get("online")
+        return None if online is None else {k[len("backbone."):]: v for k, v in online.items()
+                                            if k.startswith("backbone.")}
+
+    def reset_extra_(self) -> list[torch.Tensor]:
+        """A hard reset renews nothing outside the head."""
+        return []
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -218,22 +223,14 @@ class RainbowAgent:
         self.target.reset_noise(self.generator)
         target_probs = self._target_pass(next_obs, reward, discount)
 
-        self.optimizer.zero_grad(set_to_none=True)
         loss_per_sample = self._loss_pass(obs, action, target_probs)
         loss = (weights * loss_per_sample).mean()
-        loss.backward()
-        if self.config.sam.enabled:
-            # Algorithm 1 lines 10-17: perturb to w + rho g/|g|, take the gradient there, step from w.
-            self.optimizer.first_step(zero_grad=True)
-            if self.config.sam.noise == "independent":
-                self.online.reset_noise(self.generator)
-            perturbed_loss = (weights * self._loss_pass(obs, action, target_probs)).mean()
-            perturbed_loss.backward()
-            grad_norm = clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm)
-            self.optimizer.second_step()
-        else:
-            grad_norm = clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm)
-            self.optimizer.step()
+        # Algorithm 1 lines 10-17 under SAM: the perturbed pass reuses the clean pass's target distribution.
+        redraw = self.config.sam.noise == "independent"
+        grad_norm = sam_update(
+            self.optimizer, loss, lambda: (weights * self._loss_pass(obs, action, target_probs)).mean(),
+            before_second_pass=(lambda: self.online.reset_noise(self.generator)) if redraw else None,
+            before_step=lambda: clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm))
         self.update_target()
         buffer.update_priorities(batch.indices, loss_per_sample.detach().cpu().numpy())
         self.updates += 1
@@ -242,26 +239,21 @@ class RainbowAgent:
     @torch.no_grad()
     def update_target(self) -> None:
         """target <- tau * target + (1 - tau) * online, every update (EMA / momentum target, Table 5)."""
-        online = list(self.online.parameters())
-        target = list(self.target.parameters())
-        torch._foreach_lerp_(target, online, 1.0 - self.rainbow.target_tau)
+        ema_update_(self.target, self.online, self.rainbow.target_tau)
 
+    @contextlib.contextmanager
     def loss_closure(self, batch):
         """A deterministic loss of the online weights on `batch` (no augmentation, noisy layers at their means), for
-        probes such as the Hessian's top eigenvalue. Returns (closure, restore)."""
+        probes such as the Hessian's top eigenvalue; the noisy layers are noisy again on exit."""
         obs, action, reward, discount, next_obs = self._batch_tensors(batch, augmentation=False)
         self.online.set_noisy(False)
         self.target.set_noisy(False)
-        target_probs = self.target_distribution(next_obs, reward, discount)
-
-        def closure() -> torch.Tensor:
-            return self._per_sample_loss(obs, action, target_probs).mean()
-
-        def restore() -> None:
+        try:
+            target_probs = self.target_distribution(next_obs, reward, discount)
+            yield lambda: self._per_sample_loss(obs, action, target_probs).mean()
+        finally:
             self.online.set_noisy(True)
             self.target.set_noisy(True)
-
-        return closure, restore
 
     def probe_inputs(self, batch) -> torch.Tensor:
         return self._obs_tensor(batch.obs)

@@ -28,6 +28,7 @@ Randomness: parameters and action sampling come from `self.generator` (torch), a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -37,19 +38,10 @@ from torch import nn
 from plastic.agents.augment import random_shift
 from plastic.config import TrainConfig
 from plastic.nets.sac import build_networks, squashed_gaussian_log_prob
-from plastic.plasticity import SAM, redo_, reset_parameters_
+from plastic.agents.base import ema_update_, make_adam
+from plastic.plasticity import redo_, reset_parameters_
+from plastic.plasticity.sam import sam_update
 from plastic.training.seeding import RandomStreams
-
-
-def make_optimizer(params: list[torch.Tensor], learning_rate: float, rho: float, device: torch.device,
-                   adaptive: bool = False):
-    """Adam, or SAM (ASAM if `adaptive`) around Adam when rho > 0; SAM's scope is exactly `params`."""
-    kwargs = dict(lr=learning_rate)
-    if device.type in ("cpu", "cuda"):
-        kwargs["fused"] = True  # one kernel for all parameters (docs/performance.md)
-    if rho > 0:
-        return SAM(params, torch.optim.Adam, rho=rho, adaptive=adaptive, **kwargs)
-    return torch.optim.Adam(params, **kwargs)
 
 
 def component_rhos(config: TrainConfig) -> dict[str, float]:
@@ -62,18 +54,6 @@ def component_rhos(config: TrainConfig) -> dict[str, float]:
         return sam.rho if value is None else value
 
     return {"critic": pick(sam.critic_rho), "actor": pick(sam.actor_rho), "temperature": pick(sam.temperature_rho)}
-
-
-def _sam_step(optimizer, loss_fn, loss: torch.Tensor) -> None:
-    """Backward `loss`, then one Adam step, or a SAM step: perturb, gradient of `loss_fn()` there, step from w."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if isinstance(optimizer, SAM):
-        optimizer.first_step(zero_grad=True)
-        loss_fn().backward()
-        optimizer.second_step(zero_grad=True)
-    else:
-        optimizer.step()
 
 
 class SACAgent:
@@ -105,9 +85,11 @@ class SACAgent:
             parameter.requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(sac.initial_temperature)), device=device, requires_grad=True)
         rhos, lr, adaptive = component_rhos(config), sac.learning_rate, config.sam.adaptive
-        self.critic_optimizer = make_optimizer(list(self.critic.parameters()), lr, rhos["critic"], device, adaptive)
-        self.actor_optimizer = make_optimizer(list(self.actor.parameters()), lr, rhos["actor"], device, adaptive)
-        self.temperature_optimizer = make_optimizer([self.log_alpha], lr, rhos["temperature"], device, adaptive)
+        # SAM's scope is exactly each optimizer's parameters; rho 0 = plain Adam.
+        self.critic_optimizer, self.actor_optimizer, self.temperature_optimizer = (
+            make_adam(params, learning_rate=lr, device=device, rho=rhos[name], adaptive=adaptive)
+            for name, params in (("critic", list(self.critic.parameters())), ("actor", list(self.actor.parameters())),
+                                 ("temperature", [self.log_alpha])))
 
     # ------------------------------------------------------------------ structure, for hooks
     def reset_modules(self) -> list[tuple[nn.Module, nn.Module | None]]:
@@ -125,6 +107,16 @@ class SACAgent:
     def shrink_perturb_modules(self) -> list[tuple[nn.Module, nn.Module]]:
         """What shrink & perturb softens at each reset (the encoder, PLASTIC†), with its target twin."""
         return [(self.critic.encoder, self.target.encoder)]
+
+    def backbone_modules(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Where a pretrained encoder is loaded (paper §4.4): the critic's encoder (the actor reads its features)."""
+        return [(self.critic.encoder, self.target.encoder)]
+
+    @staticmethod
+    def backbone_state(agent_state: dict) -> dict[str, torch.Tensor] | None:
+        critic = agent_state.get("critic")
+        return None if critic is None else {k[len("encoder."):]: v for k, v in critic.items()
+                                            if k.startswith("encoder.")}
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -257,7 +249,7 @@ class SACAgent:
         """Algorithm 2 lines 11-12, 15, 18-19 for Q: the target is computed once, from the clean networks."""
         target = self.critic_target(next_obs, reward, discount)
         loss = self.critic_loss(obs, action, target)
-        _sam_step(self.critic_optimizer, lambda: self.critic_loss(obs, action, target), loss)
+        sam_update(self.critic_optimizer, loss, lambda: self.critic_loss(obs, action, target))
         return loss.detach()
 
     def update_actor(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,7 +265,7 @@ class SACAgent:
             parameter.requires_grad_(False)
         try:
             loss, log_prob, noise = self.actor_loss(features)
-            _sam_step(self.actor_optimizer, lambda: self.actor_loss(features, noise)[0], loss)
+            sam_update(self.actor_optimizer, loss, lambda: self.actor_loss(features, noise)[0])
         finally:
             for parameter in trainable:
                 parameter.requires_grad_(True)
@@ -282,29 +274,27 @@ class SACAgent:
     def update_temperature(self, log_prob: torch.Tensor) -> torch.Tensor:
         """Line 14 for alpha (through log_alpha)."""
         loss = self.temperature_loss(log_prob)
-        _sam_step(self.temperature_optimizer, lambda: self.temperature_loss(log_prob), loss)
+        sam_update(self.temperature_optimizer, loss, lambda: self.temperature_loss(log_prob))
         return loss.detach()
 
     @torch.no_grad()
     def update_target(self) -> None:
         """target <- tau * target + (1 - tau) * online for encoder + critic, every update (Table 6: tau 0.995)."""
-        torch._foreach_lerp_(list(self.target.parameters()), list(self.critic.parameters()), 1.0 - self.sac.target_tau)
+        ema_update_(self.target, self.critic, self.sac.target_tau)
 
+    @contextlib.contextmanager
     def loss_closure(self, batch):
         """The critic loss of the online encoder + critic on `batch`, with a fixed target, for the Hessian probe.
 
         No augmentation, and a' = tanh(mean) (the policy's mode) in the target, so the loss is deterministic and
-        draws nothing from the training run's generator. Returns (closure, restore)."""
+        draws nothing from the training run's generator."""
         obs, action, reward, discount, next_obs = self._batch_tensors(batch, augmentation=False)
         with torch.no_grad():
             mean, log_std = self.actor(self.critic.encoder(next_obs))
             target = self.critic_target(next_obs, reward, discount, torch.tanh(mean),
                                         squashed_gaussian_log_prob(mean, mean, log_std))
 
-        def closure() -> torch.Tensor:
-            return self.critic_loss(obs, action, target)
-
-        return closure, lambda: None
+        yield lambda: self.critic_loss(obs, action, target)
 
     def probe_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         return self._obs_tensor(batch.obs), torch.as_tensor(batch.action, device=self.device).float()

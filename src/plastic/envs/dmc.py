@@ -33,6 +33,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from plastic.envs.domains import DEFAULT_ACTION_REPEAT, PLANET_ACTION_REPEAT, default_action_repeat  # noqa: F401
+
 DMC_MEDIUM_TASKS = (
     "acrobot-swingup",
     "cartpole-swingup_sparse",
@@ -46,20 +48,6 @@ DMC_MEDIUM_TASKS = (
     "reacher-hard",
     "walker-run",
 )
-
-# PlaNet's action repeats keyed by the exact task name, as in Nikishin et al. 2022's `train_pixels.py` (App. A.4);
-# every task not listed uses 2 (so cartpole-swingup_sparse is 2, not cartpole-swingup's 8).
-PLANET_ACTION_REPEAT = {
-    "cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2, "ball_in_cup-catch": 4,
-    "walker-walk": 2,
-}  # fmt: skip
-DEFAULT_ACTION_REPEAT = 2
-
-
-def default_action_repeat(task: str) -> int:
-    """The protocol's action repeat for `<domain>-<task>`: `PLANET_ACTION_REPEAT[task]`, else 2."""
-    return PLANET_ACTION_REPEAT.get(task, DEFAULT_ACTION_REPEAT)
-
 
 ACTION_REPEAT = {task: default_action_repeat(task) for task in DMC_MEDIUM_TASKS}
 

@@ -1,8 +1,8 @@
 """Environment ids -> environments: `make_env` for one env (training), `make_vector_env` for evaluation.
 
-An id is `<domain>:<game>`: `atari:Pong` (CamelCase, as in gymnasium's `ALE/Pong-v5`) or `minatar:breakout`.
-Each domain registers a factory in `ENV_FACTORIES`; a new domain (e.g. `dmc:`) adds one entry there and its list of
-valid games in `VALID_GAMES`.
+An id is `<domain>:<game>`: `atari:Pong` (CamelCase, as in gymnasium's `ALE/Pong-v5`), `minatar:breakout` or
+`dmc:cheetah-run`. The domains and what depends on them are the table in `domains.py`; each one registers a factory
+in `ENV_FACTORIES` here, and its valid games in `VALID_GAMES` (DMC tasks are checked against dm_control's suite).
 
 Every env made here has `frame_shape` (C, H, W of one frame), `frame_stack` (frames per observation), and exact
 `get_state()` / `set_state(state)`; observations are `uint8` shaped (frame_stack * C, H, W).
@@ -38,7 +38,7 @@ def _make_dmc(task: str, *, seed: int | None, train: bool, **options: Any) -> gy
     return make_dmc_env(task, seed=seed, train=train, **options)
 
 
-# Domain prefix -> factory(game, *, seed, train, **options). Register new domains here.
+# Domain prefix -> factory(game, *, seed, train, **options): one per row of `domains.DOMAINS`.
 ENV_FACTORIES: dict[str, Callable[..., gymnasium.Env]] = {
     "atari": _make_atari,
     "minatar": _make_minatar,
@@ -119,7 +119,7 @@ def make_vector_env(
     autoreset = gymnasium.vector.AutoresetMode.NEXT_STEP
     if asynchronous:
         # A process forked after it made a GL context hangs when it renders: DMC workers start by forkserver.
-        context = "forkserver" if env_id.startswith("dmc:") else None
+        context = "forkserver" if parse_env_id(env_id)[0] == "dmc" else None
         return gymnasium.vector.AsyncVectorEnv(factories, autoreset_mode=autoreset, context=context)
     return gymnasium.vector.SyncVectorEnv(factories, autoreset_mode=autoreset)
 

@@ -103,6 +103,3 @@ class RainbowNetwork(nn.Module):
         for layer in self.noisy_layers():
             layer.noisy = noisy
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -17,7 +17,7 @@ from plastic.plasticity.redo import redo_, unit_scores
 from plastic.plasticity.regrama import grama_scores, regrama_
 from plastic.plasticity.regularizers import L2Init, Parseval
 from plastic.plasticity.reset import reset_optimizer_state_, reset_parameters_, shrink_perturb_
-from plastic.plasticity.sam import SAM, check_sam_compatible
+from plastic.plasticity.sam import SAM, check_sam_compatible, sam_update
 
 __all__ = [
     "CRELU_WIDTH_MODES",
@@ -42,6 +42,7 @@ __all__ = [
     "regrama_",
     "reset_optimizer_state_",
     "reset_parameters_",
+    "sam_update",
     "shrink_perturb_",
     "unit_scores",
 ]

@@ -188,8 +188,9 @@ def _measure(model: nn.Module, inputs, layers: list[_Layer]) -> dict[str, torch.
 
 
 def _normalise(mean_abs: torch.Tensor) -> torch.Tensor:
-    mean = mean_abs.mean()
-    return mean_abs / mean if mean > 0 else torch.zeros_like(mean_abs)  # all silent: every unit scores 0
+    from plastic.probes.activity import normalized_scores
+
+    return normalized_scores(mean_abs)
 
 
 def unit_scores(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,12 @@
 - `reset_optimizer_state_`: forget the optimizer's moments and step counts of exactly the reset parameters, so that
   the optimizer (and SAM's scope) need not be rebuilt.
 
+With a target network (an EMA twin of the online one), `reset_twins_` and `shrink_perturb_twins_` act on
+(online, target) pairs: the target takes the same fresh draw (a hard reset copies it; shrink & perturb replays the
+generator state, so the twin moves towards the same phi), and `clear_optimizer_states_` applies a reset's
+optimizer-state policy ("reset": the re-drawn parameters, "all", "none"). The schedule (when) lives in
+`plastic.training.schedules`; the training hooks compose these.
+
 Randomness: with a `generator`, the draw happens under a forked torch RNG seeded from one draw of `generator`, so the
 global RNG is not advanced and the same generator state gives the same parameters. Without one, the draw uses (and
 advances) the global RNG, as constructing a fresh module would.
@@ -87,6 +93,61 @@ def shrink_perturb_(module: nn.Module, alpha: float, generator: torch.Generator 
         torch._foreach_mul_(params, alpha)
         torch._foreach_add_(params, list(fresh.parameters()), alpha=1.0 - alpha)
     return module
+
+
+def reset_twins_(pairs: Iterable[tuple[nn.Module, nn.Module | None]], generator: torch.Generator | None,
+                 target: bool = True) -> list[torch.nn.Parameter]:
+    """Hard-reset each online module; its target twin (if any, and `target`) takes the same fresh draw. Returns the
+    re-drawn online parameters (for the optimizer-state policy)."""
+    touched: list[torch.nn.Parameter] = []
+    for online, twin in pairs:
+        reset_parameters_(online, generator)
+        if twin is not None and target:
+            twin.load_state_dict(online.state_dict())  # the same fresh draw
+        touched += list(online.parameters())
+    return touched
+
+
+def shrink_perturb_twins_(pairs: Iterable[tuple[nn.Module, nn.Module | None]], alpha: float,
+                          generator: torch.Generator) -> list[torch.nn.Parameter]:
+    """Shrink & perturb each trainable online module and its target twin towards the same phi (the generator state
+    is replayed for the twin, then left where the online draw left it). A module with no trainable parameter (a
+    frozen pretrained backbone) is not trained, so not softly reset either. Returns the trainable parameters moved."""
+    touched: list[torch.nn.Parameter] = []
+    for online, twin in pairs:
+        if not any(p.requires_grad for p in online.parameters()):
+            continue
+        draw = generator.get_state()
+        shrink_perturb_(online, alpha, generator)
+        if twin is not None:
+            after = generator.get_state()
+            generator.set_state(draw)
+            shrink_perturb_(twin, alpha, generator)
+            generator.set_state(after)
+        touched += [p for p in online.parameters() if p.requires_grad]
+    return touched
+
+
+OPTIMIZER_POLICIES = ("reset", "all", "none")
+
+
+def clear_optimizer_states_(optimizers: Iterable[torch.optim.Optimizer], touched: Iterable[torch.Tensor],
+                            policy: str) -> None:
+    """A reset's optimizer-state policy: "reset" clears the state of the `touched` parameters each optimizer owns,
+    "all" of every parameter (the public code rebuilds the optimizer), "none" keeps it."""
+    if policy not in OPTIMIZER_POLICIES:
+        raise ValueError(f"optimizer policy {policy!r}; allowed: {', '.join(OPTIMIZER_POLICIES)}")
+    touched = list(touched)
+    for optimizer in optimizers:
+        if policy == "all":
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+        elif policy == "reset":
+            owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            params = [p for p in touched if id(p) in owned]
+        else:
+            params = []
+        if params:
+            reset_optimizer_state_(optimizer, params)
 
 
 def reset_optimizer_state_(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> None:

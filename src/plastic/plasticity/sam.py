@@ -19,6 +19,10 @@ to re-creating the optimizer at all.
 SAM sees only parameters. A BatchNorm in training mode would update its running statistics in both passes of a
 step; `check_sam_compatible(model)` refuses that, and the agents call it before using SAM.
 
+`sam_update(optimizer, loss, loss_fn, ...)` is the one two-pass update every caller uses (the agents, the synthetic
+experiment): with a plain optimizer it is backward + step; with SAM it is Algorithm 1's lines 10-17, with hooks for
+what differs between callers (a noise redraw before the second pass, gradient clipping before the step).
+
 Usage::
 
     opt = SAM([{"params": backbone.parameters()}, {"params": head.parameters(), "perturb": False}],
@@ -154,6 +158,36 @@ class SAM(torch.optim.Optimizer):
                 raise ValueError("state_dict has no SAM `perturb`/`rho` in its param groups; it is not from SAM")
         self.base_optimizer.load_state_dict(state_dict)
         self._share_base_optimizer()
+
+
+def sam_update(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    loss_fn: Callable[[], torch.Tensor],
+    *,
+    before_second_pass: Callable[[], None] | None = None,
+    before_step: Callable[[], Any] | None = None,
+) -> Any:
+    """One update from `loss` = L(w), already computed; `loss_fn()` recomputes it (SAM's second pass, at w + eps).
+
+    Gradients of `optimizer`'s parameters are cleared, `loss` is back-propagated, then either the base step (a plain
+    optimizer) or, for `SAM`: perturb to w + eps, `before_second_pass()` (e.g. draw fresh noisy-layer noise,
+    App. B.4), back-propagate `loss_fn()`, and step from w with that gradient (Algorithm 1 lines 10-17).
+    `before_step()` runs just before the parameters move (e.g. gradient clipping); its result is returned.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if isinstance(optimizer, SAM):
+        optimizer.first_step(zero_grad=True)
+        if before_second_pass is not None:
+            before_second_pass()
+        loss_fn().backward()
+        result = before_step() if before_step is not None else None
+        optimizer.second_step(zero_grad=True)
+        return result
+    result = before_step() if before_step is not None else None
+    optimizer.step()
+    return result
 
 
 def check_sam_compatible(model: nn.Module) -> None:

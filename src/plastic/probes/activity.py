@@ -183,6 +183,13 @@ def _mean_absolute_activity(module: nn.Module, output: torch.Tensor) -> torch.Te
     return _unit_rows(module, output).abs().mean(dim=1)
 
 
+def normalized_scores(activity: torch.Tensor) -> torch.Tensor:
+    """The dormancy score s_i = a_i / mean_k a_k of one layer's per-unit statistics a (ReDo's E|h_i|, GraMa's
+    E|dL/dh_i|); a layer whose statistics are all zero scores 0 everywhere (entirely dormant)."""
+    layer_mean = activity.mean()
+    return activity / layer_mean if layer_mean > 0 else torch.zeros_like(activity)
+
+
 def _dormant_fractions(captured: dict[str, list[torch.Tensor]], tau: float) -> dict[str, float]:
     """Per-layer and pooled fraction of units whose per-unit statistic, over its layer's mean, is <= tau."""
     fractions: dict[str, float] = {}
@@ -192,8 +199,7 @@ def _dormant_fractions(captured: dict[str, list[torch.Tensor]], tau: float) -> d
             continue
         dormant, units = 0, 0
         for activity in calls:  # each call of the module is its own layer of units
-            layer_mean = activity.mean()
-            scores = activity / layer_mean if layer_mean > 0 else torch.zeros_like(activity)
+            scores = normalized_scores(activity)
             dormant += int((scores <= tau).sum())
             units += activity.numel()
         fractions[name] = dormant / units

@@ -64,6 +64,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from plastic.envs.domains import DOMAINS
 from plastic.errors import UserError
 
 DEFAULT_CURVE_BINS = 20  # = plastic.report.curves.DEFAULT_BINS, without importing numpy to build the parser
@@ -146,7 +147,7 @@ def run_report(args: argparse.Namespace) -> int:
     for message in warnings:
         _warn(message)
 
-    metric_basis = "hns" if domain == "atari" else "raw"
+    metric_basis = "hns" if DOMAINS[domain].human_normalized else "raw"
     estimates = {
         method: aggregate_estimates(matrix, reps=args.reps, confidence=args.confidence, seed=args.seed,
                                     description=f"bootstrap {method}")

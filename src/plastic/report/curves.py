@@ -168,7 +168,7 @@ def binned_run(steps: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.n
 
 def bin_curves(runs: Sequence[RunMetrics], metric: str, bins: int, confidence: float) -> list[BinnedCurve]:
     """One curve of `metric` per (method, env) that logged it, in order of first appearance."""
-    from plastic.synthetic.results import mean_confidence_interval
+    from plastic.report.aggregates import mean_confidence_interval
 
     edges_of = {env: bin_edges([run for run in runs if run.env == env], bins) for env in {run.env for run in runs}}
     grouped: dict[tuple[str, str], list[np.ndarray]] = {}

@@ -25,13 +25,20 @@ from plastic.report.curves import BinnedCurve  # noqa: E402
 from plastic.report.tables import METRIC_TITLES  # noqa: E402
 
 
-def _save(figure, directory: Path, name: str) -> list[Path]:
-    figure.tight_layout()
-    paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
+def save_figure(figure, stem: Path, *, dpi: int = 120, tight_bbox: bool = False) -> list[Path]:
+    """Save `figure` as `stem`.png and `stem`.pdf and close it; returns the paths. `tight_bbox` crops to the drawn
+    area (bbox_inches="tight") instead of laying the axes out tightly first."""
+    if not tight_bbox:
+        figure.tight_layout()
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
     for path in paths:
-        figure.savefig(path, dpi=120)
+        figure.savefig(path, dpi=dpi, **({"bbox_inches": "tight"} if tight_bbox else {}))
     plt.close(figure)
     return paths
+
+
+def _save(figure, directory: Path, name: str) -> list[Path]:
+    return save_figure(figure, directory / name)
 
 
 def interval_estimates(

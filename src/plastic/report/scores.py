@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from plastic.envs.domains import DOMAINS, split_env_id
 from plastic.report.reference import atari_game, human_normalized_score
 
-DOMAINS = ("atari", "dmc", "minatar")
 CSV_REQUIRED_COLUMNS = ("method", "env", "seed", "score")
 CSV_OPTIONAL_COLUMNS = ("step", "replay_ratio", "wall_time_s")
 
@@ -76,20 +76,17 @@ class Results:
 
 def domain_of(env: str) -> str:
     """"atari", "dmc" or "minatar" from an env id such as "atari:Pong"; ValueError if it has no known prefix."""
-    domain, sep, task = env.partition(":")
-    if not sep or domain not in DOMAINS or not task:
-        raise ValueError(f"env {env!r} must be DOMAIN:TASK with DOMAIN one of {', '.join(DOMAINS)} (e.g. atari:Pong)")
-    return domain
+    return split_env_id(env)[0]
 
 
 def canonical_env(env: str) -> str:
     """The env id with the Atari game spelled as in the reference table ("atari:ms_pacman" -> "atari:MsPacman")."""
-    return f"atari:{atari_game(env)}" if domain_of(env) == "atari" else env
+    return f"atari:{atari_game(env)}" if DOMAINS[domain_of(env)].human_normalized else env
 
 
 def normalized_score(score, env: str):
     """The score on the paper's scale: human-normalized on Atari, the raw return elsewhere."""
-    return human_normalized_score(score, env) if domain_of(env) == "atari" else score
+    return human_normalized_score(score, env) if DOMAINS[domain_of(env)].human_normalized else score
 
 
 def _finite(value, what: str) -> float:

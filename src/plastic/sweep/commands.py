@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from plastic.envs.domains import split_env_id
 from plastic.errors import UserError
 from plastic.training.commands import check_budget_flags
 
@@ -154,7 +155,7 @@ def report_jobs(manifest) -> list[tuple[list[Path], Path]]:
     for env in manifest.grid["envs"]:
         folder = manifest.directory / "runs" / env.replace(":", "_")
         if folder.is_dir():
-            domains.setdefault(env.split(":")[0], []).append(folder)
+            domains.setdefault(split_env_id(env)[0], []).append(folder)
     if len(domains) <= 1:
         return [([manifest.directory], manifest.directory / "report")]
     return [(folders, manifest.directory / "report" / domain) for domain, folders in domains.items()]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from plastic.envs.domains import DOMAINS, split_env_id
+
 # The named env groups. `plastic.envs` owns the lists; these copies are used only while it is not installed.
 _ATARI_100K_GAMES = (
     "Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout", "ChopperCommand",
@@ -26,7 +28,6 @@ _DMC_MEDIUM_TASKS = (
     "quadruped-run", "quadruped-walk", "reacher-easy", "reacher-hard", "walker-run",
 )  # fmt: skip
 
-ENV_DOMAINS = ("atari", "minatar", "dmc")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -64,11 +65,14 @@ def parse_envs(text: str) -> list[str]:
         if item in groups:
             envs.extend(groups[item])
             continue
-        domain, _, name = item.partition(":")
-        if domain not in ENV_DOMAINS or not _NAME.match(name):
+        try:
+            _, name = split_env_id(item)
+        except ValueError:
+            name = ""
+        if not _NAME.match(name):
             raise ValueError(
                 f"--envs: unknown env group or env id {item!r}; groups: {', '.join(groups)}; "
-                f"env ids are DOMAIN:NAME with DOMAIN one of {', '.join(ENV_DOMAINS)} (e.g. minatar:breakout)"
+                f"env ids are DOMAIN:NAME with DOMAIN one of {', '.join(DOMAINS)} (e.g. minatar:breakout)"
             )
         envs.append(item)
     return list(dict.fromkeys(envs))

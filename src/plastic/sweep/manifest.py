@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
-import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,17 +114,10 @@ class Manifest:
 
     def save(self) -> None:
         """Write `sweep.json` atomically: a reader (or a later sweep) sees the old or the new file, never half."""
+        from plastic.training.files import atomic_write_text
+
         self.updated_at = now()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".sweep.", suffix=".json.tmp", dir=self.directory)
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                json.dump(self.to_dict(), file, indent=2)
-                file.write("\n")
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> Manifest:

@@ -18,7 +18,7 @@ from plastic.synthetic.data import (
     load_digits,
     write_cifar10_folder,
 )
-from plastic.synthetic.experiment import Method, RunConfig, parse_methods, run_seed, run_seeds
+from plastic.synthetic.experiment import Method, RunConfig, parse_methods, run_seed
 from plastic.synthetic.model import SyntheticNet, build_model
 
 __all__ = [
@@ -33,6 +33,5 @@ __all__ = [
     "load_digits",
     "parse_methods",
     "run_seed",
-    "run_seeds",
     "write_cifar10_folder",
 ]

@@ -15,86 +15,27 @@ SGD optimizer, Reset re-draws the head (the three FC layers) at the start of eve
 paper's interval "in chunks"; `reset_optimizer` also clears the head's momentum), ReDo re-initialises dormant units
 on the same schedule.
 
-Seeds: measured on the 2-core CPU (benchmarks/synthetic_speed.py), one seed per 1-thread process beats stacking seeds
-with `torch.func.vmap` (the convs become grouped convs); so `run_many` trains one seed after another in each of
-`workers` processes. A seed's result does not depend on the worker that ran it (tested).
+Many runs: `run_many` (`pool.py`) trains one seed after another in each of `workers` 1-thread processes. The method
+grammar is `methods.py`, the image layouts `images.py`, the reset / probe schedules `plastic.training.schedules`.
 """
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
-import queue as queue_module
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from plastic.runtime import tune_allocator
+from plastic.plasticity.sam import sam_update
 from plastic.synthetic.data import LABEL_MAP_MODES, ImageDataset, chunk_indices, label_permutations
+from plastic.synthetic.images import _Images
+from plastic.synthetic.methods import PLASTIC, SWITCHES, Method, parse_methods  # noqa: F401 (re-exported)
 from plastic.synthetic.model import build_model
+from plastic.training.schedules import Every
 
 SCENARIOS = ("input", "label")
-SWITCHES = ("ln", "sam", "crelu", "reset", "redo")
-PLASTIC = ("ln", "sam", "crelu", "reset")
-
-
-@dataclass(frozen=True)
-class Method:
-    """A method = a set of switches; its name joins them with `+` in `SWITCHES` order (`"base"` for none)."""
-
-    switches: frozenset[str] = frozenset()
-
-    def __post_init__(self) -> None:
-        unknown = set(self.switches) - set(SWITCHES)
-        if unknown:
-            raise ValueError(f"unknown method switch(es) {sorted(unknown)}; allowed: base, plastic, {', '.join(SWITCHES)}")
-
-    @classmethod
-    def parse(cls, text: str) -> Method:
-        """`"base"`, `"plastic"` (= ln+sam+crelu+reset) or switches joined with `+` (`"ln+sam"`)."""
-        switches: set[str] = set()
-        for part in text.strip().lower().split("+"):
-            part = part.strip()
-            if part == "base":
-                continue
-            if part == "plastic":
-                switches.update(PLASTIC)
-            elif part in SWITCHES:
-                switches.add(part)
-            else:
-                raise ValueError(f"unknown method {part!r} in {text!r}; allowed: base, plastic, {', '.join(SWITCHES)} joined with +")
-        return cls(frozenset(switches))
-
-    @property
-    def name(self) -> str:
-        if self.switches == frozenset(PLASTIC):
-            return "plastic"
-        return "+".join(s for s in SWITCHES if s in self.switches) or "base"
-
-    def __contains__(self, switch: str) -> bool:
-        return switch in self.switches
-
-
-def parse_methods(text: str) -> list[Method]:
-    """A comma list of methods (`"base,crelu,ln+sam,plastic"`); `"combinations"` = all 16 on/off combinations of
-    LN, SAM, CReLU, Reset. Duplicates are dropped, order kept."""
-    methods: list[Method] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if item == "combinations":
-            found = [Method(frozenset(c)) for k in range(5) for c in itertools.combinations(PLASTIC, k)]
-        else:
-            found = [Method.parse(item)]
-        methods.extend(m for m in found if m not in methods)
-    if not methods:
-        raise ValueError(f"no method in {text!r}")
-    return methods
 
 
 @dataclass(frozen=True)
@@ -163,29 +104,15 @@ def _make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
     return torch.optim.SGD(model.parameters(), foreach=True, **kwargs)
 
 
-def _train_step(forward, optimizer, x, y, sam: bool) -> float:
+def _train_step(forward, optimizer, x, y) -> float:
     """One SGD (or SAM) update of the model behind `forward` (the model, or its `forward_patches`) on (x, y)."""
     loss = F.cross_entropy(forward(x), y)
-    if sam:  # Algorithm 1: gradient at w, ascend to w + eps, gradient there, update w
-        loss.backward()
-        optimizer.first_step(zero_grad=True)
-        F.cross_entropy(forward(x), y).backward()
-        optimizer.second_step(zero_grad=True)
-    else:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    sam_update(optimizer, loss, lambda: F.cross_entropy(forward(x), y))  # SAM: Algorithm 1's two passes
     return float(loss.detach())
 
 
-# Evaluation batch: small enough for the activations to stay in cache (10,000 CIFAR test images through the patch
-# path: 111 ms in batches of 2500, 94 ms in batches of 256).
+# Evaluation batch: small enough for the activations to stay in cache (docs/performance.md).
 EVAL_BATCH = 256
-
-
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = EVAL_BATCH) -> float:
-    """Fraction of `images` (N, C, H, W) that `model` classifies as `labels`."""
-    return _accuracy(model, lambda start, stop: images[start:stop], labels, batch)
 
 
 @torch.no_grad()
@@ -203,48 +130,11 @@ def _probe(model, x, y, generator: torch.Generator, iters: int) -> dict[str, flo
     from plastic.probes import active_unit_fraction, hessian_max_eigenvalue
 
     params = [p for p in model.parameters() if p.requires_grad]
-    lambda_max = hessian_max_eigenvalue(lambda: F.cross_entropy(model(x), y), params, iters=iters, generator=generator)
+    eigenvalue = hessian_max_eigenvalue(lambda: F.cross_entropy(model(x), y), params, iters=iters, generator=generator)
     active = active_unit_fraction(model, x)
-    return {"lambda_max": lambda_max, **{f"active/{key}": value for key, value in active.items()}}
-
-
-class _Images:
-    """A dataset's images for one model: where the model has a patch path (`SyntheticNet.patch_rows`), its patch
-    rows, one row of rows per image (`batch`, `range`: what `forward` takes), and whole images gathered from the
-    dataset's own array when needed (`whole`: probes, ReDo); otherwise one contiguous NHWC copy for everything.
-    Gathering whole rows with index_select is ~5x faster than fancy indexing a channels_last NCHW tensor (44 vs 228
-    us for a CIFAR batch of 128 on one core)."""
-
-    def __init__(self, array: np.ndarray, model):
-        self.array = array
-        self.rows: torch.Tensor | None = None
-        self.forward = model
-        nhwc = torch.from_numpy(array).permute(0, 2, 3, 1)
-        if model.patch_rows is None:
-            self.nhwc = nhwc.contiguous()
-        else:
-            rows = model.to_patches(nhwc)
-            self.width = rows.shape[1]
-            self.rows = rows.view(len(array), -1)
-            self.forward = model.forward_patches
-
-    def whole(self, index: torch.Tensor) -> torch.Tensor:
-        """Images `index` as NCHW in channels_last memory, for the ordinary forward."""
-        if self.rows is None:
-            return self.nhwc.index_select(0, index).permute(0, 3, 1, 2)
-        return torch.from_numpy(self.array[index.numpy()]).contiguous(memory_format=torch.channels_last)
-
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        """Images `index` as `self.forward` takes them."""
-        if self.rows is None:
-            return self.whole(index)
-        return self.rows.index_select(0, index).view(-1, self.width)
-
-    def range(self, start: int, stop: int) -> torch.Tensor:
-        """Images `start:stop` as `self.forward` takes them (no copy)."""
-        if self.rows is None:
-            return self.nhwc[start:stop].permute(0, 3, 1, 2)
-        return self.rows[start:stop].reshape(-1, self.width)
+    # The training runs' metric names (training/hooks.py, metrics.jsonl).
+    return {"probes/hessian_max_eigenvalue": eigenvalue,
+            **{f"probes/active_unit_fraction/{key}": value for key, value in active.items()}}
 
 
 def run_seed(
@@ -276,6 +166,7 @@ def run_seed(
     chunks = [torch.from_numpy(c) for c in chunk_indices(len(train_y), config.phases, seed)]
     label_maps = torch.from_numpy(label_permutations(config.phases, dataset.num_classes, config.label_map, seed))
 
+    interventions, probes = Every(config.reset_interval), Every(config.probe_every)  # in phases
     rows: list[dict[str, Any]] = []
     for phase in range(config.phases):
         if config.scenario == "input":
@@ -285,13 +176,13 @@ def run_seed(
             buffer = torch.arange(len(train_y))
             labels, test_labels = label_maps[phase][train_y], label_maps[phase][test_y]
 
-        if phase > 0 and phase % config.reset_interval == 0:
+        if interventions.due(phase):
             _intervene(model, optimizer, config, train_x.whole(buffer[: config.probe_samples]), generator)
 
         losses = []
         for _ in range(config.updates_per_phase):
             index = buffer[torch.randint(len(buffer), (config.batch_size,), generator=generator)]
-            losses.append(_train_step(train_x.forward, optimizer, train_x.batch(index), labels[index], "sam" in method))
+            losses.append(_train_step(train_x.forward, optimizer, train_x.batch(index), labels[index]))
 
         row: dict[str, Any] = {
             "scenario": config.scenario,
@@ -302,7 +193,7 @@ def run_seed(
             "train_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
         }
         last = phase == config.phases - 1
-        if config.probe_every and ((phase + 1) % config.probe_every == 0 or last):
+        if probes.due(phase + 1) or (config.probe_every and last):
             pick = buffer[torch.randint(len(buffer), (config.probe_samples,), generator=probe_generator)]
             row.update(_probe(model, train_x.whole(pick), labels[pick], probe_generator, config.hessian_iters))
         rows.append(row)
@@ -314,93 +205,14 @@ def run_seed(
 def _intervene(model, optimizer, config: RunConfig, inputs: torch.Tensor, generator: torch.Generator) -> None:
     """Reset the head / ReDo the dormant units at the start of a phase on the reset schedule."""
     if "reset" in config.method:
-        from plastic.plasticity import reset_optimizer_state_, reset_parameters_
+        from plastic.plasticity.reset import clear_optimizer_states_, reset_twins_
 
-        reset_parameters_(model.head, generator=generator)
-        if config.reset_optimizer:
-            reset_optimizer_state_(optimizer, model.head.parameters())
+        touched = reset_twins_([(model.head, None)], generator)
+        clear_optimizer_states_([optimizer], touched, "reset" if config.reset_optimizer else "none")
     if "redo" in config.method:
         from plastic.plasticity import redo_
 
         redo_(model, inputs, tau=config.redo_tau, optimizer=optimizer, generator=generator)
-
-
-# ------------------------------------------------------------------------------------------------ many runs
-
-_worker_dataset: ImageDataset | None = None
-_worker_progress: Any = None
-
-
-def _init_worker(dataset: ImageDataset, progress: Any) -> None:
-    global _worker_dataset, _worker_progress
-    torch.set_num_threads(1)
-    tune_allocator()
-    _worker_dataset, _worker_progress = dataset, progress
-
-
-def _run_in_worker(config: RunConfig, seed: int) -> list[dict[str, Any]]:
-    return run_seed(_worker_dataset, config, seed, on_phase=_worker_progress.put)
-
-
-def run_many(
-    dataset: ImageDataset,
-    runs: Iterable[tuple[RunConfig, int]],
-    workers: int = 1,
-    on_phase: Callable[[int], None] | None = None,
-    on_run: Callable[[list[dict[str, Any]]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train every `(config, seed)`; `workers` > 1 spreads them over that many 1-thread processes.
-
-    `on_phase(n)` is called as phases finish (a progress bar), `on_run(rows)` as runs finish (checkpointing results).
-    Rows come back in the order of `runs`.
-    """
-    runs = list(runs)
-    results: list[list[dict[str, Any]] | None] = [None] * len(runs)
-    if workers <= 1 or len(runs) <= 1:
-        tune_allocator()
-        for position, (config, seed) in enumerate(runs):
-            results[position] = run_seed(dataset, config, seed, on_phase)
-            if on_run is not None:
-                on_run(results[position])
-        return [row for rows in results for row in rows]  # type: ignore[union-attr]
-
-    context = multiprocessing.get_context("spawn")
-    progress = context.Queue()
-    with ProcessPoolExecutor(
-        min(workers, len(runs)), mp_context=context, initializer=_init_worker, initargs=(dataset, progress)
-    ) as pool:
-        pending = {pool.submit(_run_in_worker, config, seed): i for i, (config, seed) in enumerate(runs)}
-        while pending:
-            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            _drain(progress, on_phase)
-            for future in done:
-                position = pending.pop(future)
-                results[position] = future.result()
-                if on_run is not None:
-                    on_run(results[position])
-        _drain(progress, on_phase)
-    return [row for rows in results for row in rows]  # type: ignore[union-attr]
-
-
-def _drain(progress: Any, on_phase: Callable[[int], None] | None) -> None:
-    while True:
-        try:
-            count = progress.get_nowait()
-        except queue_module.Empty:
-            return
-        if on_phase is not None:
-            on_phase(count)
-
-
-def run_seeds(
-    dataset: ImageDataset, config: RunConfig, seeds: Iterable[int], workers: int = 1
-) -> list[dict[str, Any]]:
-    """All phases of `config` for each seed (see `run_many`)."""
-    return run_many(dataset, [(config, seed) for seed in seeds], workers=workers)
-
-
-def with_method(config: RunConfig, method: Method, **overrides: Any) -> RunConfig:
-    return replace(config, method=method, **overrides)
 
 
 def config_record(config: RunConfig) -> dict[str, Any]:
@@ -410,16 +222,6 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     return record
 
 
-__all__ = [
-    "SCENARIOS",
-    "SWITCHES",
-    "Method",
-    "RunConfig",
-    "accuracy",
-    "config_record",
-    "parse_methods",
-    "run_many",
-    "run_seed",
-    "run_seeds",
-    "with_method",
-]
+from plastic.synthetic.pool import run_many  # noqa: E402 (re-exported; the pool imports run_seed from here)
+
+__all__ = ["SCENARIOS", "SWITCHES", "Method", "RunConfig", "config_record", "parse_methods", "run_many", "run_seed"]

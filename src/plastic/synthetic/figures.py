@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from plastic.synthetic.results import mean_confidence_interval, summarize
+from plastic.report.aggregates import mean_confidence_interval
+from plastic.synthetic.results import summarize
 
 SCENARIO_LABELS = {"input": "input adaptation", "label": "label adaptation"}
 
 
 def _save(figure: Any, path_stem: Path) -> list[Path]:
-    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")]
-    for path in paths:
-        figure.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
+    from plastic.report.figures import save_figure
+
+    return save_figure(figure, path_stem, dpi=150, tight_bbox=True)
 
 
 def plot_improvement(rows: list[dict[str, Any]], out: str | os.PathLike) -> list[Path]:
@@ -63,9 +63,7 @@ def plot_improvement(rows: list[dict[str, Any]], out: str | os.PathLike) -> list
         axis.set_title(title)
         axis.set_ylabel("improvement over base (accuracy points)")
         axis.legend(fontsize=8)
-    paths = _save(figure, Path(out) / "improvement")
-    plt.close(figure)
-    return paths
+    return _save(figure, Path(out) / "improvement")
 
 
 def plot_curves(rows: list[dict[str, Any]], out: str | os.PathLike) -> list[Path]:
@@ -94,6 +92,4 @@ def plot_curves(rows: list[dict[str, Any]], out: str | os.PathLike) -> list[Path
         axis.set_xlabel("phase")
         axis.set_ylabel("test accuracy")
         axis.legend(fontsize=8)
-    paths = _save(figure, Path(out) / "curves")
-    plt.close(figure)
-    return paths
+    return _save(figure, Path(out) / "curves")

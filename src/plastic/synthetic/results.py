@@ -10,27 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from plastic.report.aggregates import mean_confidence_interval
+from plastic.training.files import atomic_write_text as write_atomic
+
 RESULT_COLUMNS = ("scenario", "method", "seed", "phase", "test_accuracy", "train_loss")
 SUMMARY_COLUMNS = ("scenario", "method", "mean", "ci_low", "ci_high", "n")
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _columns(rows: list[dict[str, Any]], first: Iterable[str]) -> list[str]:
@@ -52,21 +40,6 @@ def write_results(out: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """`results.csv` and `results.jsonl` (one JSON object per phase row) in `out`."""
     write_atomic(Path(out) / "results.csv", to_csv(rows))
     write_atomic(Path(out) / "results.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-
-
-def mean_confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of the Student-t interval; with one value the interval is that value."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("values is empty")
-    mean = sum(values) / n
-    if n == 1:
-        return mean, mean, mean
-    from scipy.stats import t
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def final_accuracies(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
@@ -96,7 +69,23 @@ def write_summary(out: str | os.PathLike, rows: list[dict[str, Any]]) -> list[di
     return summary
 
 
+# Probe columns as older versions named them -> the training runs' names (`probes/...`), used since.
+_OLD_PROBE_PREFIXES = (("lambda_max", "probes/hessian_max_eigenvalue"), ("active/", "probes/active_unit_fraction/"))
+
+
+def _current_names(row: dict[str, Any]) -> dict[str, Any]:
+    renamed = {}
+    for key, value in row.items():
+        for old, new in _OLD_PROBE_PREFIXES:
+            if key == old or (old.endswith("/") and key.startswith(old)):
+                key = new + key[len(old):]
+                break
+        renamed[key] = value
+    return renamed
+
+
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a `results.jsonl`."""
+    """Rows of a `results.jsonl`; probe columns written by older versions (`lambda_max`, `active/...`) are read
+    under their current names."""
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        return [_current_names(json.loads(line)) for line in handle if line.strip()]

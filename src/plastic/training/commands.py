@@ -118,7 +118,7 @@ def run_train(args) -> int:
         return _resume(args)
     if not args.env and not args.list_config:
         raise UserError("--env is required (e.g. --env atari:Pong or --env minatar:breakout), or --resume RUN_DIR")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in args.methods.replace("+", ",").split(",") if m.strip()]  # ln,sam = ln+sam
     try:
         config = config_module.build(args.env, args.preset, methods, _cli_overrides(args))
         if not args.list_config:

@@ -1,9 +1,11 @@
-"""Hooks: the one way plasticity interventions and probes touch the training loop (STYLE.md, SB3 callbacks).
+"""Hooks: the one way plasticity interventions and probes touch the training loop (SB3's callbacks are the model).
 
-- `ResetHook`: every `reset.interval` gradient updates (paper §4: 40k on Atari, 100k on DMC), hard-resets what the
-  agent names as its reset modules (the head), gives their target twins the same fresh draw, shrinks & perturbs the
-  backbone (PLASTIC†), and clears the optimizer state of what was re-drawn. The schedule is derived from the update
-  count, which the checkpoint holds, so it survives resume.
+Each hook says when (`training/schedules.py`) and calls what (`plastic.plasticity`, `plastic.probes`) on the modules
+the agent names (`plastic.agents.base.Agent`):
+- `ResetHook`: every `reset.interval` gradient updates (paper §4: 40k on Atari, 100k on DMC), hard-resets the
+  agent's reset modules (the head) with their target twins, shrinks & perturbs the backbone (PLASTIC†), and applies
+  the optimizer-state policy (`plastic.plasticity.reset`). The schedule counts updates, which the checkpoint holds,
+  so it survives resume.
 - `ReDoHook`: recycles dormant units every `redo.interval` updates (Sokar et al. 2023).
 - `ProbeHook`: every `probe.every` agent steps, measures λmax of the loss Hessian and active/dormant unit fractions
   on transitions sampled uniformly from the replay buffer (paper §4.1, Fig. 4), with the run's own probe streams.
@@ -11,9 +13,9 @@
 A hook with state of its own (the probes' generators) returns it from `state_dict()`; the trainer saves it in the
 checkpoint and gives it back through `load_state_dict`, so a resumed run continues the same draws.
 
-An agent exposes `reset_modules()`, `shrink_perturb_modules()` (lists of (online, target twin or None)), `optimizers`,
-`generator`, `updates`, `probe_model`, `probe_inputs(batch)`, `loss_closure(batch)` and `redo(inputs, tau)`, and
-optionally `reset_extra_()` (renews what a hard reset renews outside those modules; returns the tensors).
+Wiring a newer intervention (docs/toolkit.md) is one hook each: an `after_update` on a schedule for the periodic
+ones (Hare & Tortoise's hare reset, ReGraMa like `ReDoHook`, NaP's weight projection), or a loss term the agent adds
+to its update loss for the regularisers (L2 Init, Parseval, C-CHAIN's churn term).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from plastic.config import TrainConfig
+from plastic.training.schedules import Every
 
 
 class Hook:
@@ -40,6 +43,7 @@ class Hook:
 
 class ResetHook(Hook):
     def __init__(self, config: TrainConfig):
+        self.schedule = Every(config.reset.interval)
         self.interval = config.reset.interval
         self.hard = config.reset.enabled
         self.reset_target = config.reset.target
@@ -48,50 +52,27 @@ class ResetHook(Hook):
         self.alpha = sp.alpha if sp.enabled and config.replay_ratio >= sp.min_replay_ratio else None
 
     def after_update(self, agent, buffer) -> dict[str, float]:
-        if agent.updates % self.interval:
+        if not self.schedule.due(agent.updates):
             return {}
-        from plastic.plasticity import reset_optimizer_state_, reset_parameters_, shrink_perturb_
+        from plastic.plasticity.reset import clear_optimizer_states_, reset_twins_, shrink_perturb_twins_
 
         touched: list[torch.nn.Parameter] = []
         if self.hard:
-            for online, target in agent.reset_modules():
-                reset_parameters_(online, agent.generator)
-                if target is not None and self.reset_target:
-                    target.load_state_dict(online.state_dict())  # the same fresh draw
-                touched += list(online.parameters())
-            if hasattr(agent, "reset_extra_"):  # state outside the reset modules (SAC's temperature)
-                touched += agent.reset_extra_()
+            touched += reset_twins_(agent.reset_modules(), agent.generator, target=self.reset_target)
+            touched += agent.reset_extra_()  # state outside the reset modules (SAC's temperature)
         if self.alpha is not None:
-            for online, target in agent.shrink_perturb_modules():
-                if not any(p.requires_grad for p in online.parameters()):
-                    continue  # a frozen pretrained backbone is not trained, so not softly reset either
-                draw = agent.generator.get_state()
-                shrink_perturb_(online, self.alpha, agent.generator)
-                if target is not None:
-                    after = agent.generator.get_state()
-                    agent.generator.set_state(draw)  # the target twin is perturbed towards the same phi
-                    shrink_perturb_(target, self.alpha, agent.generator)
-                    agent.generator.set_state(after)
-                touched += [p for p in online.parameters() if p.requires_grad]
-        for optimizer in agent.optimizers:
-            if self.optimizer_policy == "all":
-                params = [p for group in optimizer.param_groups for p in group["params"]]
-            elif self.optimizer_policy == "reset":
-                owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-                params = [p for p in touched if id(p) in owned]
-            else:
-                params = []
-            if params:
-                reset_optimizer_state_(optimizer, params)
+            touched += shrink_perturb_twins_(agent.shrink_perturb_modules(), self.alpha, agent.generator)
+        clear_optimizer_states_(agent.optimizers, touched, self.optimizer_policy)
         return {"plasticity/resets": float(agent.updates // self.interval)}
 
 
 class ReDoHook(Hook):
     def __init__(self, config: TrainConfig):
         self.redo = config.redo
+        self.schedule = Every(config.redo.interval)
 
     def after_update(self, agent, buffer) -> dict[str, float]:
-        if agent.updates % self.redo.interval:
+        if not self.schedule.due(agent.updates):
             return {}
         batch = buffer.sample_uniform(min(self.redo.batch_size, len(buffer)))
         recycled = agent.redo(agent.probe_inputs(batch), self.redo.tau)
@@ -103,12 +84,13 @@ class ProbeHook(Hook):
         from plastic.training.seeding import RandomStreams
 
         self.probe = config.probe
+        self.schedule = Every(config.probe.every)
         streams = RandomStreams(config.seed)
         self.rng = streams.numpy_generator("probe_batches")
         self.generator = streams.torch_generator("probe_hessian")
 
     def after_step(self, agent, buffer, step: int) -> dict[str, float]:
-        if not self.probe.every or step % self.probe.every or len(buffer) < 2:
+        if not self.schedule.due(step) or len(buffer) < 2:
             return {}
         return measure_probes(agent, buffer, self.probe, self.generator, self.rng)
 
@@ -136,13 +118,10 @@ def measure_probes(agent, buffer, probe, generator: torch.Generator,
         metrics[f"probes/dormant_unit_fraction/{key}"] = value
     if probe.hessian:
         small = buffer.sample_uniform(min(probe.hessian_batch_size, len(buffer)), rng)
-        closure, restore = agent.loss_closure(small)
-        try:
+        with agent.loss_closure(small) as closure:
             params = [p for p in agent.probe_model.parameters() if p.requires_grad]
             metrics["probes/hessian_max_eigenvalue"] = hessian_max_eigenvalue(
                 closure, params, iters=probe.hessian_iters, tol=1e-3, generator=generator)
-        finally:
-            restore()
     return metrics
 
 

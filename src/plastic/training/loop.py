@@ -54,7 +54,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_agent(config: TrainConfig, env, device: torch.device):
-    if config.domain == "dmc":
+    if config.domain_spec.agent == "sac":
         from plastic.agents.sac import SACAgent
 
         return SACAgent(config, env.observation_space.shape, env.action_space.shape[0], device)
@@ -73,16 +73,19 @@ def make_buffer(config: TrainConfig, env, agent):
 
 def env_options(config: TrainConfig) -> dict:
     """Options of the run's envs (training and evaluation) that the config sets: DMC's action repeat."""
-    return {"action_repeat": config.dmc.action_repeat} if config.domain == "dmc" else {}
+    return {"action_repeat": config.dmc.action_repeat} if config.domain_spec.action_repeat is None else {}
 
 
 def human_normalized(env_id: str, score: float) -> float | None:
-    if not env_id.startswith("atari:"):
-        return None
-    from plastic.report.reference import human_normalized_score
+    """The human-normalized score of a run (`result.json` "hns"); None off Atari or for a game without reference
+    scores."""
+    from plastic.envs.domains import domain_of
+    from plastic.report.scores import normalized_score
 
+    if not domain_of(env_id).human_normalized:
+        return None
     try:
-        return float(human_normalized_score(score, env_id.split(":", 1)[1]))
+        return float(normalized_score(score, env_id))
     except (KeyError, ValueError):
         return None  # a game outside the 26 with no reference scores
 
@@ -131,6 +134,30 @@ class Trainer:
             "hooks": {type(hook).__name__: hook.state_dict() for hook in self.hooks},
         }
 
+    def _restore(self) -> dict:
+        """The inverse of `_state`: continue from the run directory's latest checkpoint; returns the logger's state."""
+        loaded = load_latest_checkpoint(self.run_dir)
+        if loaded is None:
+            raise ValueError(f"{self.run_dir} has no readable checkpoint to resume from")
+        state, path = loaded
+        self.agent.load_state_dict(state["agent"])
+        if state["buffer"] is None:
+            raise ValueError(f"{path} holds no replay buffer (the run finished without --keep-replay): it can be "
+                             "evaluated or fine-tuned from, not continued")  # fmt: skip
+        self.buffer.load_state_dict(state["buffer"])
+        self.env.set_state(state["env"])
+        self.obs = state["obs"]
+        self.step = state["step"]
+        self.episodes = state["episodes"]
+        self.update_time_s = state["update_time_s"]
+        self.elapsed_before = state["elapsed_s"]
+        self.recent_returns.extend(state["recent_returns"])
+        for hook in self.hooks:  # checkpoints from before hooks had state have no "hooks"
+            if type(hook).__name__ in state.get("hooks", {}):
+                hook.load_state_dict(state["hooks"][type(hook).__name__])
+        print(f"resuming {self.run_dir} from {path.name} (step {self.step:,})", flush=True)
+        return state["logger"]
+
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
@@ -140,29 +167,11 @@ class Trainer:
         self._build(resume)
         self.step, self.episodes, self.update_time_s, self.elapsed_before = 0, 0, 0.0, 0.0
         self.recent_returns: deque[float] = deque(maxlen=20)
+        self.last_update_metrics: dict[str, float] = {}
+        self.updates_per_s = math.nan  # the last logged window's rate, shown by the progress bar until the next one
         logger_state = None
         if resume:
-            loaded = load_latest_checkpoint(self.run_dir)
-            if loaded is None:
-                raise ValueError(f"{self.run_dir} has no readable checkpoint to resume from")
-            state, path = loaded
-            self.agent.load_state_dict(state["agent"])
-            if state["buffer"] is None:
-                raise ValueError(f"{path} holds no replay buffer (the run finished without --keep-replay): it can be "
-                                 "evaluated or fine-tuned from, not continued")  # fmt: skip
-            self.buffer.load_state_dict(state["buffer"])
-            self.env.set_state(state["env"])
-            self.obs = state["obs"]
-            self.step = state["step"]
-            self.episodes = state["episodes"]
-            self.update_time_s = state["update_time_s"]
-            self.elapsed_before = state["elapsed_s"]
-            self.recent_returns.extend(state["recent_returns"])
-            for hook in self.hooks:  # checkpoints from before hooks had state have no "hooks"
-                if type(hook).__name__ in state.get("hooks", {}):
-                    hook.load_state_dict(state["hooks"][type(hook).__name__])
-            logger_state = state["logger"]
-            print(f"resuming {self.run_dir} from {path.name} (step {self.step:,})", flush=True)
+            logger_state = self._restore()
         else:
             self.obs, _ = self.env.reset()
             self.buffer.start_episode(self.obs)
@@ -177,7 +186,7 @@ class Trainer:
             self._print_header()  # before the progress bar, so that the bar stays below it
         self.logger = RunLogger(self.run_dir, total_steps=config.steps, start_step=self.step, state=logger_state,
                                 progress=self.progress, wandb_config=wandb_config)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = self._catch_signals()
         try:
             self._loop()
             result = self._finish()
@@ -188,12 +197,17 @@ class Trainer:
             self.env.close()
         return result
 
+    def _catch_signals(self) -> dict:
+        """SIGINT/SIGTERM only set `stop_signal`: the loop checkpoints at the end of the step and stops. Returns the
+        previous handlers."""
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
 
     def _print_header(self) -> None:
         config = self.config
-        from plastic.nets.rainbow import count_parameters
+        from plastic.agents.base import count_parameters
 
         params = count_parameters(self.agent.probe_model)
         print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
@@ -208,67 +222,87 @@ class Trainer:
             print(f"backbone loaded from {config.backbone_checkpoint} ({state})", flush=True)
 
     def _loop(self) -> None:
+        """Algorithm 1 / 2: act, store, `replay_ratio` updates per agent step (hooks after each), hooks per step."""
         config, agent, buffer, env = self.config, self.agent, self.buffer, self.env
-        learning_starts = agent.learning_starts
         # Schedules over the updates (Rainbow's importance exponent) run from 0 at the first update (the step that
         # reaches learning_starts) to 1 at the last step.
-        first_update_step = max(learning_starts, 1)
+        first_update_step = max(agent.learning_starts, 1)
         update_steps = max(config.steps - first_update_step, 1)
-        window_start, window_step, window_updates, window_update_time = time.perf_counter(), self.step, 0, 0.0
-        last_update_metrics: dict[str, float] = {}
-        updates_per_s = math.nan  # the last logged window's rate, shown by the progress bar until the next one
+        self._start_window()
         while self.step < config.steps:
             action = agent.act(self.obs, self.step)
             next_obs, reward, terminated, truncated, info = env.step(action)
             buffer.add(action, agent.transform_reward(reward), next_obs, terminated, truncated)
             self.step += 1
-            metrics: dict[str, float] = {}
-            if "episode" in info:
-                self.episodes += 1
-                self.recent_returns.append(float(info["episode"]["return"]))
-                metrics["charts/episodic_return"] = float(info["episode"]["return"])
-                metrics["charts/episodic_length"] = float(info["episode"]["length"])
-            if terminated or truncated:
-                self.obs, _ = env.reset()
-                buffer.start_episode(self.obs)
-            else:
-                self.obs = next_obs
-
-            if self.step >= learning_starts:
-                started = time.perf_counter()
-                progress = (self.step - first_update_step) / update_steps
-                for _ in range(config.replay_ratio):
-                    last_update_metrics = agent.update(buffer, progress=progress)
-                    for hook in self.hooks:
-                        metrics.update(hook.after_update(agent, buffer))
-                spent = time.perf_counter() - started
-                self.update_time_s += spent
-                window_update_time += spent
-                window_updates += config.replay_ratio
+            metrics = self._episode_end(info, next_obs, terminated or truncated)
+            if self.step >= agent.learning_starts:
+                metrics.update(self._replay_updates((self.step - first_update_step) / update_steps))
             for hook in self.hooks:
                 metrics.update(hook.after_step(agent, buffer, self.step))
+            self._log(metrics)
+            self._checkpoint_or_stop()
 
-            if self.step % config.log_every == 0 or self.step == config.steps:
-                now = time.perf_counter()
-                metrics["charts/SPS"] = (self.step - window_step) / max(now - window_start, 1e-9)
-                if window_updates:
-                    updates_per_s = window_updates / max(window_update_time, 1e-9)
-                    metrics["charts/updates_per_s"] = updates_per_s
-                metrics.update(last_update_metrics)
-                window_start, window_step, window_updates, window_update_time = now, self.step, 0, 0.0
-            if config.eval_every and self.step % config.eval_every == 0 and self.step < config.steps:
-                returns = self._evaluate(config.eval_episodes, seed_offset=self.step)
-                metrics["eval/return_mean"] = float(np.mean(returns))
-            if metrics:
-                self.logger.log(self.step, self.elapsed(), metrics)
-            if self.step % 50 == 0 or self.step == config.steps:
-                recent = float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
-                self.logger.progress(self.step, ups=updates_per_s, ret=recent)
-            if self.stop_signal is not None:
-                path = save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
-                raise TrainingInterrupted(self.stop_signal, path)
-            if self.step % config.checkpoint_every == 0 and self.step < config.steps:
-                save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
+    # ------------------------------------------------------------------------------------------------- loop helpers
+    def _episode_end(self, info: dict, next_obs, done: bool) -> dict[str, float]:
+        """Record a finished game's return (`info["episode"]`) and start the next episode when this one ended."""
+        metrics: dict[str, float] = {}
+        if "episode" in info:
+            self.episodes += 1
+            self.recent_returns.append(float(info["episode"]["return"]))
+            metrics["charts/episodic_return"] = float(info["episode"]["return"])
+            metrics["charts/episodic_length"] = float(info["episode"]["length"])
+        if done:
+            self.obs, _ = self.env.reset()
+            self.buffer.start_episode(self.obs)
+        else:
+            self.obs = next_obs
+        return metrics
+
+    def _replay_updates(self, progress: float) -> dict[str, float]:
+        """`replay_ratio` gradient updates, each followed by the hooks' `after_update`; timed for updates/s."""
+        started, metrics = time.perf_counter(), {}
+        for _ in range(self.config.replay_ratio):
+            self.last_update_metrics = self.agent.update(self.buffer, progress=progress)
+            for hook in self.hooks:
+                metrics.update(hook.after_update(self.agent, self.buffer))
+        spent = time.perf_counter() - started
+        self.update_time_s += spent
+        self.window_update_time += spent
+        self.window_updates += self.config.replay_ratio
+        return metrics
+
+    def _start_window(self) -> None:
+        """A logging window: the steps and updates since the last log line, for steps/s and updates/s."""
+        self.window_start, self.window_step = time.perf_counter(), self.step
+        self.window_updates, self.window_update_time = 0, 0.0
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        """Rates and the last update's losses every `log_every` steps, evaluation every `eval_every`, progress."""
+        config, now = self.config, time.perf_counter()
+        if self.step % config.log_every == 0 or self.step == config.steps:
+            metrics["charts/SPS"] = (self.step - self.window_step) / max(now - self.window_start, 1e-9)
+            if self.window_updates:
+                self.updates_per_s = self.window_updates / max(self.window_update_time, 1e-9)
+                metrics["charts/updates_per_s"] = self.updates_per_s
+            metrics.update(self.last_update_metrics)
+            self._start_window()
+        if config.eval_every and self.step % config.eval_every == 0 and self.step < config.steps:
+            returns = self._evaluate(config.eval_episodes, seed_offset=self.step)
+            metrics["eval/return_mean"] = float(np.mean(returns))
+        if metrics:
+            self.logger.log(self.step, self.elapsed(), metrics)
+        if self.step % 50 == 0 or self.step == config.steps:
+            recent = float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
+            self.logger.progress(self.step, ups=self.updates_per_s, ret=recent)
+
+    def _checkpoint_or_stop(self) -> None:
+        """Every `checkpoint_every` steps a checkpoint; on SIGINT/SIGTERM one more, then `TrainingInterrupted`."""
+        config = self.config
+        if self.stop_signal is not None:
+            path = save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
+            raise TrainingInterrupted(self.stop_signal, path)
+        if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+            save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
 
     def _evaluate(self, episodes: int, seed_offset: int = 0) -> list[float]:
         # Evaluation has its own RNG and envs, so it never changes the training run's randomness.
@@ -293,7 +327,7 @@ class Trainer:
         eval_returns = self._evaluate(config.eval_episodes)
         eval_mean = float(np.mean(eval_returns))
         random_score = self._random_policy_score()
-        from plastic.nets.rainbow import count_parameters
+        from plastic.agents.base import count_parameters
 
         result = {
             "env": config.env,

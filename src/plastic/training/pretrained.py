@@ -6,8 +6,10 @@
 - a plain PyTorch state dict (`torch.save(module.state_dict(), path)`), whose keys are mapped to the encoder's by
   stripping, in this order, the first of the prefixes `online.backbone.`, `backbone.`, `online.encoder.`,
   `encoder.`, `module.` that every key carries; keys are then compared with the encoder's own
-  (`plastic train --env ... --list-config` does not show them; `agent.shrink_perturb_modules()[0][0].state_dict()`
+  (`plastic train --env ... --list-config` does not show them; `agent.backbone_modules()[0][0].state_dict()`
   does).
+The encoder is what the agent names in `backbone_modules()`, and a checkpoint's encoder weights are what the agent
+kind reads from its own state with `backbone_state()` (agents/base.py): this module knows no checkpoint keys.
 The target network's encoder gets the same weights. `--freeze-backbone` stops its gradients: the optimizer then
 skips it, SAM neither perturbs it nor counts it in the norm (its gradient is None), and shrink & perturb leaves it
 alone, so Reset† (soft reset of the backbone, hard reset of the head) applies to what is trained.
@@ -22,13 +24,23 @@ import torch
 PREFIXES = ("online.backbone.", "backbone.", "online.encoder.", "encoder.", "module.")
 
 
-def _state_from_checkpoint(state: dict) -> dict[str, torch.Tensor]:
-    online = state["agent"].get("online") or state["agent"].get("critic")
-    return {k: v for k, v in online.items()}
+def _state_from_checkpoint(state: dict, agent=None) -> dict[str, torch.Tensor]:
+    """The encoder in a plastic checkpoint, read by `agent`'s kind first, then by the other agent kinds (so that a
+    checkpoint of the other kind fails on its keys and shapes, naming them)."""
+    from plastic.agents.rainbow import RainbowAgent
+    from plastic.agents.sac import SACAgent
+
+    kinds = ([type(agent)] if agent is not None else []) + [RainbowAgent, SACAgent]
+    for kind in kinds:
+        encoder = kind.backbone_state(state["agent"])
+        if encoder is not None:
+            return encoder
+    raise ValueError("the checkpoint holds no agent encoder")
 
 
-def read_backbone_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The encoder weights stored at `path` (run dir, plastic checkpoint, or state dict), with prefixes stripped."""
+def read_backbone_state(path: str | Path, agent=None) -> dict[str, torch.Tensor]:
+    """The encoder weights stored at `path` (run dir, plastic checkpoint, or state dict), with prefixes stripped;
+    `agent`: the agent they are for (its kind reads a plastic checkpoint first)."""
     from plastic.training.checkpoint import load_latest_checkpoint
 
     path = Path(path)
@@ -36,14 +48,14 @@ def read_backbone_state(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = load_latest_checkpoint(path)
         if loaded is None:
             raise ValueError(f"--backbone-checkpoint {path}: the run directory has no readable checkpoint")
-        state = _state_from_checkpoint(loaded[0])
+        state = _state_from_checkpoint(loaded[0], agent)
     elif path.is_file():
         try:
             raw = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:
             raise ValueError(f"--backbone-checkpoint {path}: unreadable ({type(error).__name__}: {error})") from None
         if isinstance(raw, dict) and "agent" in raw and raw.get("complete"):
-            state = _state_from_checkpoint(raw)
+            state = _state_from_checkpoint(raw, agent)
         elif isinstance(raw, dict) and raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
             state = raw
         else:
@@ -79,8 +91,8 @@ def load_backbone_(encoder: torch.nn.Module, state: dict[str, torch.Tensor], sou
 def apply_pretrained_backbone(agent, path: str | Path, freeze: bool, load: bool = True) -> None:
     """Load the encoder of `agent` (and its target twin) from `path`; optionally freeze it. `load=False` (resuming:
     the run's own checkpoint holds the weights) only freezes."""
-    state = read_backbone_state(path) if load else None
-    for online, target in agent.shrink_perturb_modules():
+    state = read_backbone_state(path, agent) if load else None
+    for online, target in agent.backbone_modules():
         if state is not None:
             load_backbone_(online, state, str(path))
             if target is not None:

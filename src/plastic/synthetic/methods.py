@@ -1,0 +1,69 @@
+"""Methods of the synthetic experiments: a method is a set of the toolkit's switches (LN, SAM, CReLU, Reset, ReDo).
+
+Names join switches with `+` in `SWITCHES` order (`"ln+sam"`), `"base"` for none, `"plastic"` for LN + SAM + CReLU +
+Reset; a comma list (`"base,crelu,ln+sam,plastic"`) names several, and `"combinations"` all 16 on/off combinations
+of LN, SAM, CReLU, Reset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+SWITCHES = ("ln", "sam", "crelu", "reset", "redo")
+PLASTIC = ("ln", "sam", "crelu", "reset")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method = a set of switches; its name joins them with `+` in `SWITCHES` order (`"base"` for none)."""
+
+    switches: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.switches) - set(SWITCHES)
+        if unknown:
+            raise ValueError(f"unknown method switch(es) {sorted(unknown)}; allowed: base, plastic, {', '.join(SWITCHES)}")
+
+    @classmethod
+    def parse(cls, text: str) -> Method:
+        """`"base"`, `"plastic"` (= ln+sam+crelu+reset) or switches joined with `+` (`"ln+sam"`)."""
+        switches: set[str] = set()
+        for part in text.strip().lower().split("+"):
+            part = part.strip()
+            if part == "base":
+                continue
+            if part == "plastic":
+                switches.update(PLASTIC)
+            elif part in SWITCHES:
+                switches.add(part)
+            else:
+                raise ValueError(f"unknown method {part!r} in {text!r}; allowed: base, plastic, {', '.join(SWITCHES)} joined with +")
+        return cls(frozenset(switches))
+
+    @property
+    def name(self) -> str:
+        if self.switches == frozenset(PLASTIC):
+            return "plastic"
+        return "+".join(s for s in SWITCHES if s in self.switches) or "base"
+
+    def __contains__(self, switch: str) -> bool:
+        return switch in self.switches
+
+
+def parse_methods(text: str) -> list[Method]:
+    """A comma list of methods (`"base,crelu,ln+sam,plastic"`); `"combinations"` = all 16 on/off combinations of
+    LN, SAM, CReLU, Reset. Duplicates are dropped, order kept."""
+    methods: list[Method] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item == "combinations":
+            found = [Method(frozenset(c)) for k in range(5) for c in itertools.combinations(PLASTIC, k)]
+        else:
+            found = [Method.parse(item)]
+        methods.extend(m for m in found if m not in methods)
+    if not methods:
+        raise ValueError(f"no method in {text!r}")
+    return methods
