@@ -18,11 +18,15 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-# The main job: PLASTIC on MinAtar Breakout, 10k agent steps at replay ratio 2 (~5-8 min on 2 CPU cores), then the
-# final evaluation and a results summary. Each call makes a new run directory under runs/.
+# The main job: DrQ(eps)-Rainbow (base) on MinAtar Space Invaders, 20k agent steps at replay ratio 2 on both cores
+# (~10 min on 2 CPU cores), evaluated every 5k steps; then its learning curve beside a random policy's score. Each call
+# makes a new run directory under runs/.
+DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: install
-	$(VENV)/bin/plastic train --env minatar:breakout --preset plastic --steps 10000 --eval-episodes 20 \
-		--run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(VENV)/bin/plastic train --env minatar:space_invaders --preset base --steps 20000 --threads 2 \
+		--set eval_every=5000 --run-dir $(DEMO_RUN)
+	$(VENV)/bin/plastic report $(DEMO_RUN) --out $(DEMO_RUN)/report --reps 200 > /dev/null
+	@echo "learning curve: $(DEMO_RUN)/report/figures/learning_curves.png (report: $(DEMO_RUN)/report)"
 
 test: install
 	$(PY) -m pytest -q -n 2
