@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from plastic.agents.augment import augment_frames
+from plastic.agents import precision
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
 from plastic.nets.rainbow import RainbowNetwork
@@ -77,7 +78,8 @@ class RainbowAgent:
         from plastic.plasticity import reset_parameters_
 
         reset_parameters_(self.online, self.generator)
-        self.online.to(device)
+        # channels_last: oneDNN's convolutions are faster in it on CPU (docs/performance.md); inputs follow.
+        self.online.to(device, memory_format=torch.channels_last)
         self.target = copy.deepcopy(self.online)
         for parameter in self.target.parameters():
             parameter.requires_grad_(False)
@@ -91,13 +93,15 @@ class RainbowAgent:
         self.target.reset_noise(self.generator)
         # The update's two passes, compiled when config.compile asks for it (agents/compiled.py); probes and acting
         # use the eager methods (double backward and batch-1 calls stay out of the compiled graphs).
-        self._target_pass, self._loss_pass = self.target_distribution, self._per_sample_loss
+        precision.check_supported(config.precision, device)
+        self._target_pass, self._loss_pass = (precision.mixed(fn, config.precision, device)
+                                              for fn in (self.target_distribution, self._per_sample_loss))
         if config.compile_enabled:
             from plastic.agents.compiled import MaybeCompiled
 
             strict = config.compile == "on"
-            self._target_pass = MaybeCompiled(self.target_distribution, strict=strict)
-            self._loss_pass = MaybeCompiled(self._per_sample_loss, strict=strict)
+            self._target_pass = MaybeCompiled(self._target_pass, strict=strict)
+            self._loss_pass = MaybeCompiled(self._loss_pass, strict=strict)
 
     # ------------------------------------------------------------------ structure, for hooks
     def param_groups(self) -> list[dict]:
@@ -148,7 +152,8 @@ class RainbowAgent:
 
     # ------------------------------------------------------------------ acting
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, device=self.device).float().div_(self.observation_high)
+        obs = torch.as_tensor(obs, device=self.device).float().div_(self.observation_high)
+        return obs.contiguous(memory_format=torch.channels_last) if obs.dim() == 4 else obs
 
     @torch.no_grad()
     def greedy_actions(self, obs: np.ndarray) -> np.ndarray:
@@ -184,7 +189,7 @@ class RainbowAgent:
         if augmentation:
             obs, next_obs = (augment_frames(torch.as_tensor(frames, device=self.device), self.rainbow.shift_pad,
                                             self.rainbow.intensity_scale, self.augmentation_generator,
-                                            self.observation_high)
+                                            self.observation_high).contiguous(memory_format=torch.channels_last)
                              for frames in (batch.obs, batch.next_obs))
         else:
             obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
@@ -200,7 +205,8 @@ class RainbowAgent:
         chooser = self.online(next_obs) if self.rainbow.double_q else target_log_probs
         next_action = (chooser.exp() * self.atoms).sum(-1).argmax(-1)
         next_probs = target_log_probs.exp()[torch.arange(len(next_action), device=self.device), next_action]
-        return project_distribution(next_probs, reward, discount, self.atoms)
+        with precision.full_precision(self.device):  # the C51 projection stays float32 under bf16
+            return project_distribution(next_probs, reward, discount, self.atoms)
 
     def _per_sample_loss(self, obs, action, target_probs) -> torch.Tensor:
         log_probs = self.online(obs)[torch.arange(len(action), device=self.device), action]

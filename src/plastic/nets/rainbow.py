@@ -67,8 +67,9 @@ class DuelingC51Head(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities over atoms, shape (batch, actions, atoms)."""
-        value = self.value(features).view(-1, 1, self.num_atoms)
-        advantage = self.advantage(features).view(-1, self.num_actions, self.num_atoms)
+        # .float(): under bf16 autocast the streams' matmuls are bf16; the dueling sum and log-softmax stay float32.
+        value = self.value(features).float().view(-1, 1, self.num_atoms)
+        advantage = self.advantage(features).float().view(-1, self.num_actions, self.num_atoms)
         logits = value + advantage - advantage.mean(dim=1, keepdim=True)
         return torch.log_softmax(logits, dim=-1)
 
