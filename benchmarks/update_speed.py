@@ -31,6 +31,11 @@ import plastic  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE before torch allocates,
 import torch
 
 
+# Timed variants: name -> (preset, precision). The names prefix the JSON keys (`base_ms`, `bf16_plastic_ms`, ...).
+PRESETS = {"base": ("base", "fp32"), "sam": ("sam", "fp32"), "dagger": ("plastic-dagger", "fp32"),
+           "plastic": ("plastic", "fp32"), "bf16_base": ("base", "bf16"), "bf16_plastic": ("plastic", "bf16")}
+
+
 def build(preset: str, actions: int, fill: int, device: torch.device, compile: str = "off", precision: str = "fp32"):
     from plastic import config as config_module
     from plastic.agents.rainbow import RainbowAgent
@@ -114,42 +119,53 @@ def update_traffic(agent) -> dict[str, int]:
     return traffic
 
 
-def stream_bandwidth(megabytes: int = 256, reps: int = 10) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stream_bandwidth(device: torch.device, megabytes: int = 256, reps: int = 10) -> float:
     """GB/s of a large tensor copy (bytes read + bytes written), best of `reps`, at the current thread count."""
-    source = torch.ones(megabytes << 18)  # float32: megabytes MiB
+    source = torch.ones(megabytes << 18, device=device)  # float32: megabytes MiB
     destination = torch.empty_like(source)
     best = float("inf")
     for _ in range(reps + 2):
+        synchronize(device)
         started = time.perf_counter()
         destination.copy_(source)
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * source.numel() * 4 / best / 1e9
 
 
-def peak_gflops() -> dict[str, float]:
+def peak_gflops(device: torch.device) -> dict[str, float]:
     """Best of a large sgemm and the Nature-CNN conv2 shape in channels_last (forward), at the current threads."""
     out = {}
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
     for _ in range(2):
         a @ b
+    synchronize(device)
     started, reps = time.perf_counter(), 10
     for _ in range(reps):
         a @ b
+    synchronize(device)
     out["matmul"] = 2 * 2048**3 * reps / (time.perf_counter() - started) / 1e9
-    conv = torch.nn.Conv2d(32, 64, 4, 2).to(memory_format=torch.channels_last)
-    x = torch.randn(256, 32, 20, 20).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(32, 64, 4, 2).to(device, memory_format=torch.channels_last)
+    x = torch.randn(256, 32, 20, 20, device=device).to(memory_format=torch.channels_last)
     flops = 2 * 256 * 64 * 9 * 9 * 32 * 16
     with torch.no_grad():
         for _ in range(2):
             conv(x)
+        synchronize(device)
         started, reps = time.perf_counter(), 10
         for _ in range(reps):
             conv(x)
+        synchronize(device)
     out["conv"] = flops * reps / (time.perf_counter() - started) / 1e9
     return out
 
 
-def loop_speed(steps: int, threads: int, compile: str) -> float:
+def loop_speed(steps: int, threads: int, compile: str, device: torch.device) -> float:
     import tempfile
 
     from plastic import config as config_module
@@ -157,13 +173,14 @@ def loop_speed(steps: int, threads: int, compile: str) -> float:
 
     config = config_module.build("atari:Pong", "plastic-dagger", overrides={
         "steps": steps, "threads": threads, "rainbow": {"learning_starts": steps // 3}, "eval_episodes": 1,
-        "eval_envs": 1, "probe": {"every": 0}, "checkpoint_every": 10 * steps, "compile": compile})
+        "eval_envs": 1, "probe": {"every": 0}, "checkpoint_every": 10 * steps, "compile": compile,
+        "device": device.type})
     with tempfile.TemporaryDirectory() as run_dir:
         result = Trainer(config, run_dir, progress=False).run()
     return result["env_steps_per_s"]
 
 
-def loop_breakdown(steps: int, compile: str, precision: str = "fp32", calls: int = 50) -> dict[str, float]:
+def loop_breakdown(steps: int, compile: str, device: torch.device, calls: int = 50) -> dict[str, float]:
     """ms per agent step of each part of the loop on Pong (PLASTIC†, replay ratio 2), each timed on its own: acting
     at batch 1 (the noisy target network), the emulator (frame skip 4), buffer insertion, PER sampling and priority
     updates (twice per step, as the updates), the rest of the two updates, and logging (one metrics line per
@@ -176,9 +193,9 @@ def loop_breakdown(steps: int, compile: str, precision: str = "fp32", calls: int
     from plastic.training.loop import make_agent, make_buffer
 
     config = config_module.build("atari:Pong", "plastic-dagger", overrides={
-        "steps": 100_000, "compile": compile, "precision": precision, "rainbow": {"learning_starts": 0}})
+        "steps": 100_000, "compile": compile, "rainbow": {"learning_starts": 0}})
     env = make_env(config.env, seed=0, train=True)
-    agent = make_agent(config, env, torch.device("cpu"))
+    agent = make_agent(config, env, device)
     buffer = make_buffer(config, env, agent)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
@@ -234,13 +251,21 @@ def main() -> None:
     parser.add_argument("--compile", choices=("both", "on", "off"), default="both",
                         help="time eager (off), compiled (on) or both")
     parser.add_argument("--loop-steps", type=int, default=0, help="also time the full loop on Pong (0 = skip)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma list of {', '.join(PRESETS)}")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from plastic.runtime import tune_allocator
 
     tune_allocator()
-    device = torch.device("cpu")
-    figures: dict[str, float] = {"threads": args.threads}
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("update_speed.py: --device cuda but torch sees no CUDA device")
+    unknown = set(args.presets.split(",")) - set(PRESETS)
+    if unknown or "base" not in args.presets.split(","):
+        raise SystemExit(f"update_speed.py: --presets {args.presets}: a comma list of {', '.join(PRESETS)} that "
+                         "includes base")
+    figures: dict[str, float] = {"threads": args.threads, "device": args.device}
     flops = update_flops(*build("base", args.actions, args.fill, device))  # counted eagerly; compiling keeps FLOPs
     figures["base_gflop_per_update"] = round(flops / 1e9, 3)
     base_agent, base_buffer = build("base", args.actions, args.fill, device)
@@ -248,8 +273,7 @@ def main() -> None:
     convolution_flops = conv_flops(base_agent, base_buffer)
     del base_agent, base_buffer
     modes = ("off", "on") if args.compile == "both" else (args.compile,)
-    presets = {"base": ("base", "fp32"), "sam": ("sam", "fp32"), "dagger": ("plastic-dagger", "fp32"),
-               "plastic": ("plastic", "fp32"), "bf16_base": ("base", "bf16"), "bf16_plastic": ("plastic", "bf16")}
+    presets = {name: PRESETS[name] for name in args.presets.split(",")}
     from plastic.agents.precision import bf16_unsupported_reason
 
     no_bf16 = bf16_unsupported_reason(device)
@@ -271,13 +295,14 @@ def main() -> None:
                   flush=True)
         del runs
     figures["base_gflops"] = round(flops / figures["base_ms"] / 1e6, 1)
-    peak = peak_gflops()
+    peak = peak_gflops(device)
     figures["peak_gflops"] = round(max(peak.values()), 1)
     figures["peak_matmul_gflops"] = round(peak["matmul"], 1)
     figures["peak_conv_gflops"] = round(peak["conv"], 1)
     figures["base_fraction_of_peak"] = round(figures["base_gflops"] / figures["peak_gflops"], 3)
-    figures["sam_over_base"] = round(figures["sam_ms"] / figures["base_ms"], 3)
-    bandwidth = stream_bandwidth()
+    if "sam_ms" in figures:
+        figures["sam_over_base"] = round(figures["sam_ms"] / figures["base_ms"], 3)
+    bandwidth = stream_bandwidth(device)
     figures["bandwidth_gbs"] = round(bandwidth, 1)
     figures["bytes_per_update"] = sum(traffic.values())
     figures["conv_gflop_per_update"] = round(convolution_flops / 1e9, 3)
@@ -290,25 +315,24 @@ def main() -> None:
           f"{memory_ms:.1f} ms + {figures['conv_gflop_per_update']} GFLOP of convolutions at {peak['conv']:.0f} "
           f"GFLOP/s = {conv_ms:.1f} ms -> floor {figures['floor_ms']:.1f} ms; base is "
           f"{figures['base_over_floor']:.2f}x the floor")
-    if figures.get("bf16_base_ms"):
-        figures["bf16_over_fp32_base"] = round(figures["bf16_base_ms"] / figures["base_ms"], 3)
-        figures["bf16_over_fp32_plastic"] = round(figures["bf16_plastic_ms"] / figures["plastic_ms"], 3)
-        print(f"bf16/fp32: base {figures['bf16_over_fp32_base']:.2f}x, "
-              f"PLASTIC {figures['bf16_over_fp32_plastic']:.2f}x")
+    for name in ("base", "plastic"):
+        if figures.get(f"bf16_{name}_ms") and f"{name}_ms" in figures:
+            figures[f"bf16_over_fp32_{name}"] = round(figures[f"bf16_{name}_ms"] / figures[f"{name}_ms"], 3)
+            print(f"bf16/fp32 {name}: {figures[f'bf16_over_fp32_{name}']:.2f}x")
     print(f"base update: {figures['base_gflop_per_update']} GFLOP -> {figures['base_gflops']} GFLOP/s; "
           f"peak {figures['peak_gflops']} GFLOP/s (matmul {peak['matmul']:.0f}, conv {peak['conv']:.0f}); "
-          f"{100 * figures['base_fraction_of_peak']:.0f}% of peak; SAM/base {figures['sam_over_base']:.2f}x")
+          f"{100 * figures['base_fraction_of_peak']:.0f}% of peak; SAM/base {figures.get('sam_over_base', '-')}x")
     if len(modes) == 2:
-        print(f"compiled/eager: base {figures['base_ms'] / figures['eager_base_ms']:.2f}x, "
-              f"PLASTIC† {figures['dagger_ms'] / figures['eager_dagger_ms']:.2f}x, "
-              f"PLASTIC {figures['plastic_ms'] / figures['eager_plastic_ms']:.2f}x")
-    updates_100k = 2 * (100_000 - 2_000)
-    figures["dagger_100k_update_hours"] = round(updates_100k * figures["dagger_ms"] / 3.6e6, 2)
-    print(f"PLASTIC† Atari-100k at replay ratio 2: {updates_100k:,} updates x {figures['dagger_ms']:.1f} ms = "
-          f"{figures['dagger_100k_update_hours']:.2f} h of updates")
+        print("compiled/eager: " + ", ".join(f"{name} {figures[f'{name}_ms'] / figures[f'eager_{name}_ms']:.2f}x"
+                                             for name in presets))
+    if "dagger_ms" in figures:
+        updates_100k = 2 * (100_000 - 2_000)
+        figures["dagger_100k_update_hours"] = round(updates_100k * figures["dagger_ms"] / 3.6e6, 2)
+        print(f"PLASTIC† Atari-100k at replay ratio 2: {updates_100k:,} updates x {figures['dagger_ms']:.1f} ms = "
+              f"{figures['dagger_100k_update_hours']:.2f} h of updates")
     if args.loop_steps:
         mode = modes[-1]
-        parts = loop_breakdown(args.loop_steps, mode)
+        parts = loop_breakdown(args.loop_steps, mode, device)
         step_ms = sum(parts.values())
         around = step_ms - parts["update_rest"]
         figures.update({f"loop_{name}_ms": round(ms, 3) for name, ms in parts.items()})
@@ -316,7 +340,7 @@ def main() -> None:
         print(f"one agent step (PLASTIC†, RR 2, compile {mode}): {step_ms:.1f} ms = "
               + ", ".join(f"{name} {ms:.2f} ({100 * ms / step_ms:.1f}%)" for name, ms in parts.items())
               + f"; all but the updates' own work: {100 * around / step_ms:.1f}%")
-        figures["loop_env_steps_per_s"] = round(loop_speed(args.loop_steps, args.threads, mode), 1)
+        figures["loop_env_steps_per_s"] = round(loop_speed(args.loop_steps, args.threads, mode, device), 1)
         print(f"full loop (Pong, PLASTIC†, RR 2, compile {mode}): {figures['loop_env_steps_per_s']} env steps/s")
     print(json.dumps(figures))
 

@@ -46,7 +46,9 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     grads = [p.grad for p in parameters if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     coefficient = max_norm / (norm + 1e-6)
-    if coefficient < 1.0:
+    if norm.device.type != "cpu":  # no host synchronisation on an accelerator: multiply by min(coefficient, 1)
+        torch._foreach_mul_(grads, coefficient.clamp(max=1.0))
+    elif coefficient < 1.0:
         torch._foreach_mul_(grads, coefficient)
     return norm
 
@@ -241,9 +243,11 @@ class RainbowAgent:
             grad_norm = clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm)
             self.optimizer.step()
         self.update_target()
-        buffer.update_priorities(batch.indices, loss_per_sample.detach().cpu().numpy())
+        # The update's one device-to-host copy (PER needs the priorities on the host), the logged scalars with it.
+        host = torch.cat([loss_per_sample.detach(), loss.detach()[None], grad_norm[None]]).cpu().numpy()
+        buffer.update_priorities(batch.indices, host[:-2])
         self.updates += 1
-        return {"losses/td_loss": float(loss.detach()), "losses/grad_norm": float(grad_norm)}
+        return {"losses/td_loss": float(host[-2]), "losses/grad_norm": float(host[-1])}
 
     @torch.no_grad()
     def update_target(self) -> None:
