@@ -117,6 +117,7 @@ def test_channels_last_network_equals_the_contiguous_one_in_float64():
         net.reset_noise(torch.Generator().manual_seed(2))
     obs = torch.rand(5, 4, 84, 84, generator=generator, dtype=torch.float64)
     outputs = [net(x) for net, x in ((contiguous, obs), (last, obs.contiguous(memory_format=torch.channels_last)))]
+    assert outputs[0].dtype == outputs[1].dtype == torch.float64  # the head keeps float64 (casts only bf16 up)
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
     for out in outputs:
         out[:, 0].sum().backward()

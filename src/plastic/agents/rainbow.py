@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from plastic.agents.augment import augment_frames
 from plastic.agents import precision
+from plastic.agents.augment import augment_frames
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
 from plastic.nets.rainbow import RainbowNetwork
