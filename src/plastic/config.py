@@ -187,6 +187,9 @@ class TrainConfig:
     # else uses a core, and two 1-thread runs beat one 2-thread run (docs/performance.md)
     compile: str = "auto"  # torch.compile the Rainbow update's passes: on | off | auto (= on for Atari runs of at
     # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
+    precision: str = "fp32"  # the Rainbow update's arithmetic: fp32 | bf16 (convolutions and matmuls in bfloat16
+    # with float32 master weights, optimizer state, losses, softmax and C51 projection; needs bf16 hardware;
+    # agents/precision.py, docs/performance.md)
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 2
     keep_replay: bool = False  # a finished run keeps only its final checkpoint, without the replay buffer (it is
@@ -377,6 +380,7 @@ _CHOICES = {
     "reset.optimizer": ("reset", "all", "none"),
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "on", "off"),
+    "precision": ("fp32", "bf16"),
 }
 COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
 # The per-domain values of the fields left at None (`resolve()` fills them; an explicit value always wins), from the
@@ -489,6 +493,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.compile == "on" and spec.continuous:
         raise ValueError("config key 'compile' = 'on' is implemented for the Rainbow agent (atari, minatar); "
                          "use compile=off for dmc")
+    if config.precision != "fp32" and continuous:
+        raise ValueError(f"config key 'precision' = {config.precision!r} is implemented for the Rainbow agent "
+                         "(atari, minatar); use precision=fp32 for dmc")
     if config.sac.learning_rate is None:
         config.sac.learning_rate = 3e-4
     if config.sac.learning_rate <= 0 or config.rainbow.learning_rate <= 0:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plastic.agents import precision
 from plastic.agents.augment import augment_frames
 from plastic.agents.base import ema_update_, make_adam
 from plastic.agents.distributional import project_distribution, support
@@ -35,7 +36,9 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     grads = [p.grad for p in parameters if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     coefficient = max_norm / (norm + 1e-6)
-    if coefficient < 1.0:
+    if norm.device.type != "cpu":  # no host synchronisation on an accelerator: multiply by min(coefficient, 1)
+        torch._foreach_mul_(grads, coefficient.clamp(max=1.0))
+    elif coefficient < 1.0:
         torch._foreach_mul_(grads, coefficient)
     return norm
 
@@ -66,7 +69,8 @@ class RainbowAgent:
         from plastic.plasticity import reset_parameters_
 
         reset_parameters_(self.online, self.generator)
-        self.online.to(device)
+        # channels_last: oneDNN's convolutions are faster in it on CPU (docs/performance.md); inputs follow.
+        self.online.to(device, memory_format=torch.channels_last)
         self.target = copy.deepcopy(self.online)
         for parameter in self.target.parameters():
             parameter.requires_grad_(False)
@@ -82,13 +86,15 @@ class RainbowAgent:
         self.target.reset_noise(self.generator)
         # The update's two passes, compiled when config.compile asks for it (agents/compiled.py); probes and acting
         # use the eager methods (double backward and batch-1 calls stay out of the compiled graphs).
-        self._target_pass, self._loss_pass = self.target_distribution, self._per_sample_loss
+        precision.check_supported(config.precision, device)
+        self._target_pass, self._loss_pass = (precision.mixed(fn, config.precision, device)
+                                              for fn in (self.target_distribution, self._per_sample_loss))
         if config.compile_enabled:
             from plastic.agents.compiled import MaybeCompiled
 
             strict = config.compile == "on"
-            self._target_pass = MaybeCompiled(self.target_distribution, strict=strict)
-            self._loss_pass = MaybeCompiled(self._per_sample_loss, strict=strict)
+            self._target_pass = MaybeCompiled(self._target_pass, strict=strict)
+            self._loss_pass = MaybeCompiled(self._loss_pass, strict=strict)
 
     # ------------------------------------------------------------------ structure, for hooks
     def param_groups(self) -> list[dict]:
@@ -153,7 +159,8 @@ class RainbowAgent:
 
     # ------------------------------------------------------------------ acting
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, device=self.device).float().div_(self.observation_high)
+        obs = torch.as_tensor(obs, device=self.device).float().div_(self.observation_high)
+        return obs.contiguous(memory_format=torch.channels_last) if obs.dim() == 4 else obs
 
     @torch.no_grad()
     def greedy_actions(self, obs: np.ndarray) -> np.ndarray:
@@ -189,7 +196,7 @@ class RainbowAgent:
         if augmentation:
             obs, next_obs = (augment_frames(torch.as_tensor(frames, device=self.device), self.rainbow.shift_pad,
                                             self.rainbow.intensity_scale, self.augmentation_generator,
-                                            self.observation_high)
+                                            self.observation_high).contiguous(memory_format=torch.channels_last)
                              for frames in (batch.obs, batch.next_obs))
         else:
             obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
@@ -205,7 +212,8 @@ class RainbowAgent:
         chooser = self.online(next_obs) if self.rainbow.double_q else target_log_probs
         next_action = (chooser.exp() * self.atoms).sum(-1).argmax(-1)
         next_probs = target_log_probs.exp()[torch.arange(len(next_action), device=self.device), next_action]
-        return project_distribution(next_probs, reward, discount, self.atoms)
+        with precision.full_precision(self.device):  # the C51 projection stays float32 under bf16
+            return project_distribution(next_probs, reward, discount, self.atoms)
 
     def _per_sample_loss(self, obs, action, target_probs) -> torch.Tensor:
         log_probs = self.online(obs)[torch.arange(len(action), device=self.device), action]
@@ -232,9 +240,11 @@ class RainbowAgent:
             before_second_pass=(lambda: self.online.reset_noise(self.generator)) if redraw else None,
             before_step=lambda: clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm))
         self.update_target()
-        buffer.update_priorities(batch.indices, loss_per_sample.detach().cpu().numpy())
+        # The update's one device-to-host copy (PER needs the priorities on the host), the logged scalars with it.
+        host = torch.cat([loss_per_sample.detach(), loss.detach()[None], grad_norm[None]]).cpu().numpy()
+        buffer.update_priorities(batch.indices, host[:-2])
         self.updates += 1
-        return {"losses/td_loss": float(loss.detach()), "losses/grad_norm": float(grad_norm)}
+        return {"losses/td_loss": float(host[-2]), "losses/grad_norm": float(host[-1])}
 
     @torch.no_grad()
     def update_target(self) -> None:

@@ -50,9 +50,10 @@ class NoisyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.noisy:
             return F.linear(x, self.weight_mu, self.bias_mu)
-        # Materialising W = mu + sigma * (eps_out eps_in^T) costs one elementwise pass over the weights and saves a
-        # GEMM forward and two backward, versus mu x + eps_out * (sigma (eps_in * x)): 15% of a whole Rainbow update
-        # at batch 32 on CPU (benchmarks/update_speed.py).
+        # Materialising W = mu + sigma * (eps_out eps_in^T) costs elementwise passes over the weights but one GEMM
+        # forward and two backward, versus two and four for the factorised x mu^T + eps_out * ((x * eps_in) sigma^T),
+        # which never forms W. At batch 32 on CPU the GEMMs cost more than the passes, eager and compiled alike
+        # (docs/performance.md, "Noisy layers").
         weight = torch.addcmul(self.weight_mu, self.weight_sigma, torch.outer(self.epsilon_out, self.epsilon_in))
         return F.linear(x, weight, torch.addcmul(self.bias_mu, self.bias_sigma, self.epsilon_out))
 

@@ -55,6 +55,10 @@ class DuelingStream(nn.Sequential):
         super().__init__(*modules)
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 class DuelingC51Head(nn.Module):
     def __init__(self, in_features: int, num_actions: int, *, hidden: int, num_atoms: int, sigma0: float,
                  layer_norm: bool, crelu: bool, width_mode: str):
@@ -67,8 +71,9 @@ class DuelingC51Head(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities over atoms, shape (batch, actions, atoms)."""
-        value = self.value(features).view(-1, 1, self.num_atoms)
-        advantage = self.advantage(features).view(-1, self.num_actions, self.num_atoms)
+        # Under bf16 autocast the streams' matmuls are bf16; the dueling sum and log-softmax stay float32 (or wider).
+        value = at_least_float32(self.value(features)).view(-1, 1, self.num_atoms)
+        advantage = at_least_float32(self.advantage(features)).view(-1, self.num_actions, self.num_atoms)
         logits = value + advantage - advantage.mean(dim=1, keepdim=True)
         return torch.log_softmax(logits, dim=-1)
 

@@ -215,7 +215,7 @@ class Trainer:
               f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} "
               f"(env steps {config.env_steps:,}, action repeat {config.action_repeat}) | "
               f"device {self.device} | threads {torch.get_num_threads()} | "
-              f"compile {'on' if config.compile_enabled else 'off'}", flush=True)
+              f"compile {'on' if config.compile_enabled else 'off'} | precision {config.precision}", flush=True)
         print(f"parameters: {params:,} ({params / 1e6:.2f}M) in the online network", flush=True)
         if config.backbone_checkpoint:
             state = "frozen" if config.freeze_backbone else "trained"
