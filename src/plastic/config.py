@@ -493,7 +493,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.compile == "on" and spec.continuous:
         raise ValueError("config key 'compile' = 'on' is implemented for the Rainbow agent (atari, minatar); "
                          "use compile=off for dmc")
-    if config.precision != "fp32" and continuous:
+    if config.precision != "fp32" and spec.continuous:
         raise ValueError(f"config key 'precision' = {config.precision!r} is implemented for the Rainbow agent "
                          "(atari, minatar); use precision=fp32 for dmc")
     if config.sac.learning_rate is None:
