@@ -18,12 +18,12 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-# The main job: DrQ(eps)-Rainbow (base) on MinAtar Space Invaders, 20k agent steps at replay ratio 2 on both cores
-# (~10 min on 2 CPU cores), evaluated every 5k steps; then its learning curve beside a random policy's score. Each call
-# makes a new run directory under runs/.
+# The main job: DrQ(eps)-Rainbow (base) on MinAtar Space Invaders, 20k agent steps at replay ratio 2 (~10 min on a
+# 2-core CPU; one thread, since two stall whenever anything else uses a core), evaluated every 5k steps; then its
+# learning curve beside a random policy's score. Each call makes a new run directory under runs/.
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: install
-	$(VENV)/bin/plastic train --env minatar:space_invaders --preset base --steps 20000 --threads 2 \
+	$(VENV)/bin/plastic train --env minatar:space_invaders --preset base --steps 20000 --threads 1 \
 		--set eval_every=5000 --run-dir $(DEMO_RUN)
 	$(VENV)/bin/plastic report $(DEMO_RUN) --out $(DEMO_RUN)/report --reps 200 > /dev/null
 	@echo "learning curve: $(DEMO_RUN)/report/figures/learning_curves.png (report: $(DEMO_RUN)/report)"
