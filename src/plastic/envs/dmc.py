@@ -13,7 +13,7 @@ other task. For the 11 DMC-M tasks (`ACTION_REPEAT`) that is 4 for cheetah-run a
 others; App. A.1 confirms that only 2 and 4 were used. This module imports dm_control only when an env is made, so
 the table is available to config resolution without it.
 
-Rendering is almost all of the cost (about 30-80 steps/s at 84 px on one CPU core). Frames are rendered at the
+Rendering is almost all of the cost of a step (docs/performance.md). Frames are rendered at the
 training size directly (no 84 px render then resize), and by default the offscreen buffer is shrunk to the image
 size with a smaller shadow map and no multisampling (`fast_rendering=True`); `benchmarks/dmc_env_speed.py` measures
 the speed-up and how close the frames stay.
@@ -123,6 +123,18 @@ def _check_positive_int(name: str, value: Any) -> int:
 
 class DMCPixelEnv(gym.Env):
     """One DMC task seen through a camera: stacked uint8 frames, repeated actions, 1000-step episodes.
+
+    task: `<domain>-<task>` as in `dm_control.suite`, e.g. `cheetah-run`, `cartpole-swingup_sparse`.
+    seed: seeds the task's initial states (`task_kwargs random=seed`); same seed + same actions = same frames;
+        None draws fresh entropy. `reset(seed=s)` reseeds.
+    train: kept for the common env contract (DMC's env is identical for training and evaluation).
+    image_size: square frame side in pixels, 16..512, rendered at that size.
+    grayscale: 1 luma channel (the paper) instead of RGB (the authors' public code).
+    frame_stack: frames per observation (oldest first).
+    action_repeat: simulator steps per agent step; None = `default_action_repeat(task)`.
+    camera: MuJoCo camera id; None = 0, or 2 for quadruped.
+    time_limit: simulator steps per episode (1000 in the suite; smaller values are for tests).
+    fast_rendering: offscreen buffer at the image size, smaller shadow map, no multisampling.
 
     Attributes the trainer and the replay buffer use: `frame_shape` (C, H, W), `frame_stack`, `action_repeat`,
     `time_limit` (simulator steps per episode), `total_env_steps` (simulator steps since construction: the paper's
@@ -324,42 +336,8 @@ class DMCPixelEnv(gym.Env):
         self.total_env_steps = int(state["total_env_steps"])
 
 
-def make_dmc_env(
-    task: str,
-    *,
-    seed: int | None,
-    train: bool,
-    image_size: int = 64,
-    grayscale: bool = True,
-    frame_stack: int = 3,
-    action_repeat: int | None = None,
-    camera: int | None = None,
-    time_limit: int = EPISODE_ENV_STEPS,
-    fast_rendering: bool = True,
-) -> DMCPixelEnv:
-    """A DMC task from pixels with the paper's protocol (Table 6: 64x64 grayscale, stack 3).
-
-    task: `<domain>-<task>` as in `dm_control.suite`, e.g. `cheetah-run`, `cartpole-swingup_sparse`.
-    seed: seeds the task's initial states (`task_kwargs random=seed`); same seed + same actions = same frames;
-        None draws fresh entropy. `reset(seed=s)` reseeds.
-    train: kept for the common env contract (DMC's env is identical for training and evaluation).
-    image_size: square frame side in pixels, 16..512, rendered at that size.
-    grayscale: 1 luma channel (the paper) instead of RGB (the authors' public code).
-    frame_stack: frames per observation (oldest first).
-    action_repeat: simulator steps per agent step; None = `default_action_repeat(task)`.
-    camera: MuJoCo camera id; None = 0, or 2 for quadruped.
-    time_limit: simulator steps per episode (1000 in the suite; smaller values are for tests).
-    fast_rendering: offscreen buffer at the image size, smaller shadow map, no multisampling.
-    """
-    return DMCPixelEnv(
-        task,
-        seed=seed,
-        train=train,
-        image_size=image_size,
-        grayscale=grayscale,
-        frame_stack=frame_stack,
-        action_repeat=action_repeat,
-        camera=camera,
-        time_limit=time_limit,
-        fast_rendering=fast_rendering,
-    )
+def make_dmc_env(task: str, *, seed: int | None, train: bool, **options: Any) -> DMCPixelEnv:
+    """A DMC task from pixels with the paper's protocol (Table 6: 64x64 grayscale, stack 3): `DMCPixelEnv(task,
+    seed=seed, train=train, **options)`; the options (image_size, grayscale, frame_stack, action_repeat, camera,
+    time_limit, fast_rendering) are documented on `DMCPixelEnv`."""
+    return DMCPixelEnv(task, seed=seed, train=train, **options)
