@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("dm_control")
 
-import plastic.envs.dmc as dmc  # noqa: E402
+import plastic.envs.mujoco_gl as mujoco_gl  # noqa: E402
 from plastic.envs.dmc import (  # noqa: E402
     ACTION_REPEAT,
     DMC_MEDIUM_TASKS,
@@ -238,10 +238,10 @@ def test_bad_image_size_is_rejected(image_size):
         make_dmc_env("cartpole-swingup", seed=0, train=True, image_size=image_size)
 
 
-def _backend_in_fresh_process(mujoco_gl):
+def _backend_in_fresh_process(user_backend):
     environment = {key: value for key, value in os.environ.items() if key not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
-    if mujoco_gl is not None:
-        environment["MUJOCO_GL"] = mujoco_gl
+    if user_backend is not None:
+        environment["MUJOCO_GL"] = user_backend
     script = (
         "import os\nfrom plastic.envs.dmc import select_rendering_backend\n"
         "print(select_rendering_backend(), os.environ['MUJOCO_GL'])"
@@ -260,7 +260,7 @@ def test_an_unusable_user_backend_gives_a_one_line_error_naming_it_and_what_to_i
     result = _backend_in_fresh_process("no_such_backend")
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("plastic.envs.dmc.RenderingBackendError: no working MuJoCo OpenGL backend")
+    assert last.startswith("plastic.envs.mujoco_gl.RenderingBackendError: no working MuJoCo OpenGL backend")
     assert "MUJOCO_GL set by the user: no_such_backend" in last and "libosmesa6" in last and "libegl1" in last
 
 
@@ -268,7 +268,7 @@ def test_an_unusable_user_backend_gives_a_one_line_error_naming_it_and_what_to_i
 def fresh_backend_choice(monkeypatch):
     """As if dm_control had not been imported and no backend chosen; restores everything afterwards."""
     monkeypatch.delitem(sys.modules, "dm_control._render", raising=False)
-    monkeypatch.setattr(dmc, "_selected_backend", None)
+    monkeypatch.setattr(mujoco_gl, "_selected_backend", None)
     for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):
         monkeypatch.setenv(name, "placeholder")  # so that monkeypatch restores what select_rendering_backend sets
         monkeypatch.delenv(name)
@@ -279,7 +279,7 @@ def fresh_backend_choice(monkeypatch):
             tried.append(backend)
             return None if backend in working else f"{backend} is broken"
 
-        monkeypatch.setattr(dmc, "_probe_backend", probe_backend)
+        monkeypatch.setattr(mujoco_gl, "_probe_backend", probe_backend)
         return tried
 
     return probe
@@ -287,16 +287,16 @@ def fresh_backend_choice(monkeypatch):
 
 def test_backends_are_tried_in_order_egl_osmesa_glfw_and_the_first_working_one_is_exported(fresh_backend_choice):
     tried = fresh_backend_choice(working={"osmesa", "glfw"})
-    assert dmc.select_rendering_backend() == "osmesa"
+    assert mujoco_gl.select_rendering_backend() == "osmesa"
     assert tried == ["egl", "osmesa"]
     assert os.environ["MUJOCO_GL"] == "osmesa" and os.environ["PYOPENGL_PLATFORM"] == "osmesa"
-    assert dmc.select_rendering_backend() == "osmesa" and tried == ["egl", "osmesa"]  # chosen once per process
+    assert mujoco_gl.select_rendering_backend() == "osmesa" and tried == ["egl", "osmesa"]  # chosen once per process
 
 
 def test_no_working_backend_names_each_one_tried_and_why(fresh_backend_choice):
     tried = fresh_backend_choice(working=set())
     with pytest.raises(RenderingBackendError) as error:
-        dmc.select_rendering_backend()
+        mujoco_gl.select_rendering_backend()
     assert tried == ["egl", "osmesa", "glfw"]
     message = str(error.value)
     assert "\n" not in message
@@ -306,7 +306,7 @@ def test_no_working_backend_names_each_one_tried_and_why(fresh_backend_choice):
 
 def test_a_process_forked_after_its_parent_made_a_gl_context_fails_loudly_instead_of_hanging(monkeypatch):
     make_dmc_env("cartpole-swingup", seed=0, train=True).reset()  # this process now holds a GL context
-    monkeypatch.setattr(dmc, "_gl_context_pid", os.getpid() + 1)  # as seen from a forked child
+    monkeypatch.setattr(mujoco_gl, "_gl_context_pid", os.getpid() + 1)  # as seen from a forked child
     env = make_dmc_env("cartpole-swingup", seed=0, train=True)
     with pytest.raises(RenderingBackendError, match="'spawn' or 'forkserver'"):
         env.reset()

@@ -14,7 +14,7 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
         return x
     batch, _, height, width = x.shape
     if x.is_floating_point():
-        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # 2x faster than the concatenation on floats
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # one kernel; the concatenation is slower on floats
     else:  # replication_pad2d has no integer kernels in older torch releases
         padded = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1), x, x[:, :, -1:].expand(-1, -1, pad, -1)], dim=2)
         padded = torch.cat([padded[..., :1].expand(-1, -1, -1, pad), padded,

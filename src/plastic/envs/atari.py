@@ -90,7 +90,8 @@ class _AreaResizer:
     """Area resize of a 2-D uint8 image as two small matrix products.
 
     The weights repeat with period gcd(size_in, size_out) (210 -> 84: 5 rows make 2; 160 -> 84: 40 columns make 21),
-    so one block of weights applied to a reshaped image does the whole resize (about 2x faster than full matrices).
+    so one block of weights applied to a reshaped image does the whole resize (fewer multiply-adds than full
+    matrices; docs/performance.md).
     float32 arithmetic: frames equal OpenCV's INTER_AREA (as used by Dopamine and ale-py's `AtariVectorEnv`) up to
     +-1 gray level on a few pixels where the exact average is a rounding tie.
     """

@@ -13,27 +13,29 @@ other task. For the 11 DMC-M tasks (`ACTION_REPEAT`) that is 4 for cheetah-run a
 others; App. A.1 confirms that only 2 and 4 were used. This module imports dm_control only when an env is made, so
 the table is available to config resolution without it.
 
-Rendering is almost all of the cost (about 30-80 steps/s at 84 px on one CPU core). Frames are rendered at the
+Rendering is almost all of the cost of a step (docs/performance.md). Frames are rendered at the
 training size directly (no 84 px render then resize), and by default the offscreen buffer is shrunk to the image
 size with a smaller shadow map and no multisampling (`fast_rendering=True`); `benchmarks/dmc_env_speed.py` measures
 the speed-up and how close the frames stay.
 
-Headless OpenGL: the MuJoCo backend must be chosen before `dm_control` is imported. `select_rendering_backend()`
-respects a user's `MUJOCO_GL`, otherwise tries egl, osmesa, glfw (each in a short subprocess, once per process) and
-raises `RenderingBackendError` (one line: the backends tried and the Debian packages to install) if none works.
+Headless OpenGL: the MuJoCo backend must be chosen before `dm_control` is imported; `plastic.envs.mujoco_gl` does
+that (`select_rendering_backend()`, `RenderingBackendError`, both importable from here too) and makes the GL context.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from plastic.envs.domains import DEFAULT_ACTION_REPEAT, PLANET_ACTION_REPEAT, default_action_repeat  # noqa: F401
+from plastic.envs.mujoco_gl import (  # noqa: F401 (RENDERING_BACKENDS, RenderingBackendError: re-exported)
+    RENDERING_BACKENDS,
+    RenderingBackendError,
+    make_camera,
+    select_rendering_backend,
+)
 
 DMC_MEDIUM_TASKS = (
     "acrobot-swingup",
@@ -71,86 +73,6 @@ _MUTABLE_MODEL_FIELDS = (
 
 # ITU-R BT.601 luma, as in PIL's "L" mode and OpenCV's RGB2GRAY.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-class RenderingBackendError(RuntimeError):
-    """No headless OpenGL backend works for MuJoCo; the message names those tried and what to install."""
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Headless OpenGL backend
-# --------------------------------------------------------------------------------------------------------------------
-
-RENDERING_BACKENDS = ("egl", "osmesa", "glfw")
-_DEBIAN_PACKAGES = {"egl": "libegl1 libgl1-mesa-dri", "osmesa": "libosmesa6", "glfw": "libglfw3 (needs a display)"}
-_PYOPENGL_PLATFORM = {"egl": "egl", "osmesa": "osmesa"}
-
-# Renders one 16x16 frame of a one-sphere model: proves the backend can make a context and draw.
-_PROBE_SCRIPT = """
-from dm_control import mujoco
-physics = mujoco.Physics.from_xml_string('<mujoco><worldbody><geom size="1"/></worldbody></mujoco>')
-assert physics.render(16, 16).shape == (16, 16, 3)
-"""
-
-_selected_backend: str | None = None
-_gl_context_pid: int | None = None  # the process that made this module's first GL context (see DMCPixelEnv.render)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def _probe_backend(backend: str) -> str | None:
-    """None if `backend` renders in a fresh process, else a one-line reason."""
-    environment = dict(os.environ, MUJOCO_GL=backend)
-    if backend in _PYOPENGL_PLATFORM:
-        environment.setdefault("PYOPENGL_PLATFORM", _PYOPENGL_PLATFORM[backend])
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", _PROBE_SCRIPT], env=environment, capture_output=True, text=True, timeout=120
-        )
-    except subprocess.TimeoutExpired:
-        return "timed out"
-    return None if result.returncode == 0 else _last_line(result.stderr)
-
-
-def select_rendering_backend() -> str:
-    """Chooses MuJoCo's OpenGL backend and sets `MUJOCO_GL` (and `PYOPENGL_PLATFORM`) before dm_control loads.
-
-    A `MUJOCO_GL` set by the user is the only candidate; otherwise egl, osmesa and glfw are tried in that order.
-    The answer is cached for the process. Raises `RenderingBackendError` when none works.
-    """
-    global _selected_backend
-    if _selected_backend is not None:
-        return _selected_backend
-    if "dm_control._render" in sys.modules:  # dm_control fixed its backend at import; it cannot change now
-        backend = sys.modules["dm_control._render"].BACKEND
-        if backend is None:
-            raise RenderingBackendError(
-                "dm_control was imported before plastic.envs.dmc and found no OpenGL backend; set MUJOCO_GL=egl "
-                f"(Debian: {_DEBIAN_PACKAGES['egl']}) or MUJOCO_GL=osmesa (Debian: {_DEBIAN_PACKAGES['osmesa']})"
-            )
-        _selected_backend = backend
-        return backend
-    user_choice = os.environ.get("MUJOCO_GL")
-    candidates = (user_choice,) if user_choice else RENDERING_BACKENDS
-    failures = []
-    for backend in candidates:
-        reason = _probe_backend(backend)
-        if reason is None:
-            os.environ["MUJOCO_GL"] = backend
-            if backend in _PYOPENGL_PLATFORM:
-                os.environ.setdefault("PYOPENGL_PLATFORM", _PYOPENGL_PLATFORM[backend])
-            _selected_backend = backend
-            return backend
-        failures.append(f"{backend} ({reason})")
-    install = "; ".join(f"{name}: apt-get install {packages}" for name, packages in _DEBIAN_PACKAGES.items())
-    source = "MUJOCO_GL set by the user" if user_choice else "tried"
-    raise RenderingBackendError(
-        f"no working MuJoCo OpenGL backend ({source}: {', '.join(failures)}); install one ({install}) "
-        "and/or set MUJOCO_GL to egl, osmesa or glfw"
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -201,6 +123,18 @@ def _check_positive_int(name: str, value: Any) -> int:
 
 class DMCPixelEnv(gym.Env):
     """One DMC task seen through a camera: stacked uint8 frames, repeated actions, 1000-step episodes.
+
+    task: `<domain>-<task>` as in `dm_control.suite`, e.g. `cheetah-run`, `cartpole-swingup_sparse`.
+    seed: seeds the task's initial states (`task_kwargs random=seed`); same seed + same actions = same frames;
+        None draws fresh entropy. `reset(seed=s)` reseeds.
+    train: kept for the common env contract (DMC's env is identical for training and evaluation).
+    image_size: square frame side in pixels, 16..512, rendered at that size.
+    grayscale: 1 luma channel (the paper) instead of RGB (the authors' public code).
+    frame_stack: frames per observation (oldest first).
+    action_repeat: simulator steps per agent step; None = `default_action_repeat(task)`.
+    camera: MuJoCo camera id; None = 0, or 2 for quadruped.
+    time_limit: simulator steps per episode (1000 in the suite; smaller values are for tests).
+    fast_rendering: offscreen buffer at the image size, smaller shadow map, no multisampling.
 
     Attributes the trainer and the replay buffer use: `frame_shape` (C, H, W), `frame_stack`, `action_repeat`,
     `time_limit` (simulator steps per episode), `total_env_steps` (simulator steps since construction: the paper's
@@ -288,28 +222,7 @@ class DMCPixelEnv(gym.Env):
     def render(self) -> np.ndarray:
         """The current camera image, uint8 (H, W, 3) RGB at the training size."""
         if self._camera is None:
-            from dm_control.mujoco import Camera
-
-            global _gl_context_pid
-            if _gl_context_pid is not None and _gl_context_pid != os.getpid():
-                # A child forked from a process that already held a GL context hangs (egl and osmesa alike) when
-                # it makes its own; fail loudly instead.
-                raise RenderingBackendError(
-                    f"this process was forked from process {_gl_context_pid} after it had created an OpenGL "
-                    "context, and MuJoCo rendering hangs after such a fork; start workers with the 'spawn' or "
-                    "'forkserver' multiprocessing context (e.g. gymnasium AsyncVectorEnv(..., context='forkserver'))"
-                )
-            try:  # the GL context is made here; turn an opaque GL failure into one line that says what to do
-                self._camera = Camera(self._physics, self.image_size, self.image_size, camera_id=self.camera)
-            except Exception as error:
-                backend = os.environ.get("MUJOCO_GL", "chosen by dm_control")
-                raise RenderingBackendError(
-                    f"MuJoCo could not create an OpenGL context with MUJOCO_GL={backend} "
-                    f"({type(error).__name__}: {_last_line(str(error))}); set MUJOCO_GL=egl "
-                    f"(Debian: {_DEBIAN_PACKAGES['egl']}) or MUJOCO_GL=osmesa (Debian: {_DEBIAN_PACKAGES['osmesa']}) "
-                    "before dm_control is imported"
-                ) from error
-            _gl_context_pid = os.getpid()
+            self._camera = make_camera(self._physics, self.image_size, self.camera)
         return self._camera.render()
 
     def _observe_frame(self) -> np.ndarray:
@@ -423,42 +336,8 @@ class DMCPixelEnv(gym.Env):
         self.total_env_steps = int(state["total_env_steps"])
 
 
-def make_dmc_env(
-    task: str,
-    *,
-    seed: int | None,
-    train: bool,
-    image_size: int = 64,
-    grayscale: bool = True,
-    frame_stack: int = 3,
-    action_repeat: int | None = None,
-    camera: int | None = None,
-    time_limit: int = EPISODE_ENV_STEPS,
-    fast_rendering: bool = True,
-) -> DMCPixelEnv:
-    """A DMC task from pixels with the paper's protocol (Table 6: 64x64 grayscale, stack 3).
-
-    task: `<domain>-<task>` as in `dm_control.suite`, e.g. `cheetah-run`, `cartpole-swingup_sparse`.
-    seed: seeds the task's initial states (`task_kwargs random=seed`); same seed + same actions = same frames;
-        None draws fresh entropy. `reset(seed=s)` reseeds.
-    train: kept for the common env contract (DMC's env is identical for training and evaluation).
-    image_size: square frame side in pixels, 16..512, rendered at that size.
-    grayscale: 1 luma channel (the paper) instead of RGB (the authors' public code).
-    frame_stack: frames per observation (oldest first).
-    action_repeat: simulator steps per agent step; None = `default_action_repeat(task)`.
-    camera: MuJoCo camera id; None = 0, or 2 for quadruped.
-    time_limit: simulator steps per episode (1000 in the suite; smaller values are for tests).
-    fast_rendering: offscreen buffer at the image size, smaller shadow map, no multisampling.
-    """
-    return DMCPixelEnv(
-        task,
-        seed=seed,
-        train=train,
-        image_size=image_size,
-        grayscale=grayscale,
-        frame_stack=frame_stack,
-        action_repeat=action_repeat,
-        camera=camera,
-        time_limit=time_limit,
-        fast_rendering=fast_rendering,
-    )
+def make_dmc_env(task: str, *, seed: int | None, train: bool, **options: Any) -> DMCPixelEnv:
+    """A DMC task from pixels with the paper's protocol (Table 6: 64x64 grayscale, stack 3): `DMCPixelEnv(task,
+    seed=seed, train=train, **options)`; the options (image_size, grayscale, frame_stack, action_repeat, camera,
+    time_limit, fast_rendering) are documented on `DMCPixelEnv`."""
+    return DMCPixelEnv(task, seed=seed, train=train, **options)

@@ -107,9 +107,8 @@ def make_vector_env(
     resets it (ignoring that sub-env's action) and returns its first observation with reward 0 and
     terminated = truncated = False. `info["episode"]` and `info["_episode"]` (the mask) mark the sub-envs that
     ended a whole game on this step. Asynchronous (one subprocess per sub-env) by default: evaluation leaves the
-    cores to the emulators; AsyncVectorEnv ran 1.5-1.8x SyncVectorEnv's Atari steps/s in 2 of 3 runs (0.9x in
-    one) on a busy 2-core machine (benchmarks/env_speed.py); `asynchronous=False` keeps everything in this
-    process. ale-py's `AtariVectorEnv` is not used: its stack after a reset is zero-padded rather than copies of
+    cores to the emulators, and usually ran more Atari steps/s than SyncVectorEnv (docs/performance.md);
+    `asynchronous=False` keeps everything in this process. ale-py's `AtariVectorEnv` is not used: its stack after a reset is zero-padded rather than copies of
     the first frame, and its no-op draws, seeding and episode info differ from `make_env`.
     """
     if int(num_envs) != num_envs or num_envs < 1:

@@ -62,10 +62,20 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plastic.envs.domains import DOMAINS
 from plastic.errors import UserError
+
+if TYPE_CHECKING:  # numpy and the report modules load only when a report runs (the parser is built without them)
+    import numpy as np
+
+    from plastic.report.aggregates import Estimate
+    from plastic.report.curves import CurveSet
+    from plastic.report.scores import Results, RunScore
+    from plastic.report.tables import Table
 
 DEFAULT_CURVE_BINS = 20  # = plastic.report.curves.DEFAULT_BINS, without importing numpy to build the parser
 
@@ -93,6 +103,25 @@ def register(subparsers) -> None:
                         help="also draw this metrics.jsonl metric over training, e.g. probes/hessian_max_eigenvalue "
                              "(repeatable, or a comma list); needs --out")  # fmt: skip
     parser.set_defaults(func=run_report)
+
+
+@dataclass(frozen=True)
+class _Report:
+    """Everything `run_report` computed, as the writers of `--out` read it."""
+
+    args: argparse.Namespace
+    results: Results
+    groups: dict[str, list[RunScore]]  # method -> its runs
+    tasks: list[str]
+    matrices: dict[str, np.ndarray]  # method -> (runs per task, tasks) scores on the metric basis
+    estimates: dict[str, dict[str, Estimate]]  # method -> aggregate name -> estimate
+    improvement: dict[tuple[str, str], Estimate]  # (X, Y) -> P(X > Y)
+    summary: dict  # the JSON of --format json, also aggregates.json
+    table: Table  # the aggregate table printed on stdout
+    domain: str
+    metric_basis: str  # "hns" or "raw"
+    warnings: list[str]
+    curve_set: CurveSet | None
 
 
 def _warn(message: str) -> None:
@@ -172,8 +201,10 @@ def run_report(args: argparse.Namespace) -> int:
                                                         confidence=args.confidence, seed=args.seed)
             for x in matrices for y in matrices if x != y
         }  # fmt: skip
-        _write_report(args, results, groups, tasks, matrices, estimates, improvement, summary, table, domain,
-                      metric_basis, warnings, curve_set)  # fmt: skip
+        report = _Report(args=args, results=results, groups=groups, tasks=tasks, matrices=matrices,
+                         estimates=estimates, improvement=improvement, summary=summary, table=table, domain=domain,
+                         metric_basis=metric_basis, warnings=warnings, curve_set=curve_set)  # fmt: skip
+        _write_report(report)
     if args.format == "json":
         print(json.dumps(summary))
     else:
@@ -181,27 +212,26 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_report(args, results, groups, tasks, matrices, estimates, improvement, summary, table, domain,
-                  metric_basis, warnings, curve_set) -> None:  # fmt: skip
+def _write_report(report: _Report) -> None:
     """Builds the whole report in a hidden sibling directory, then renames it to `--out`."""
     from plastic import __version__
 
+    args, curve_set = report.args, report.curve_set
     out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         staging.chmod(0o755)
-        files = _write_contents(staging, args, results, groups, tasks, matrices, estimates, improvement, summary,
-                                table, domain, metric_basis, curve_set)  # fmt: skip
+        files = _write_contents(staging, report)
         manifest = {
             "plastic_version": __version__,
             "inputs": [str(path) for path in args.runs],
-            "domain": domain,
-            "metric_basis": metric_basis,
+            "domain": report.domain,
+            "metric_basis": report.metric_basis,
             "reps": args.reps,
             "seed": args.seed,
             "confidence": args.confidence,
-            "warnings": warnings,
+            "warnings": report.warnings,
             **({"curve_step_unit": curve_set.step_unit, "curve_bins": args.curve_bins} if curve_set else {}),
             "files": sorted(str(path.relative_to(staging)) for path in files),
         }
@@ -219,16 +249,17 @@ def _write_report(args, results, groups, tasks, matrices, estimates, improvement
         raise
 
 
-def _write_contents(directory, args, results, groups, tasks, matrices, estimates, improvement, summary, table,
-                    domain, metric_basis, curve_set) -> list[Path]:  # fmt: skip
+def _write_contents(directory: Path, report: _Report) -> list[Path]:
     import csv
 
     from plastic.report import tables
     from plastic.report.scores import normalized_score
 
+    args, groups, tasks, estimates, domain = report.args, report.groups, report.tasks, report.estimates, report.domain
+    metric_basis, improvement, curve_set = report.metric_basis, report.improvement, report.curve_set
     compare = args.compare == "paper"
-    files = table.write(directory)
-    (directory / "aggregates.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    files = report.table.write(directory)
+    (directory / "aggregates.json").write_text(json.dumps(report.summary, indent=2) + "\n", encoding="utf-8")
     files.append(directory / "aggregates.json")
     built = [
         tables.per_game_table(groups, tasks, domain, compare),
@@ -252,7 +283,7 @@ def _write_contents(directory, args, results, groups, tasks, matrices, estimates
     if not args.no_figures:
         figures_dir = directory / "figures"
         figures_dir.mkdir()
-        files += _draw_figures(figures_dir, args, results, groups, matrices, estimates, domain, metric_basis)
+        files += _draw_figures(figures_dir, report)
         if curve_set is not None:
             files += _draw_curves(figures_dir, args, curve_set)
     return files
@@ -292,11 +323,13 @@ def _draw_curves(directory, args, curve_set) -> list[Path]:
     return paths
 
 
-def _draw_figures(directory, args, results, groups, matrices, estimates, domain, metric_basis) -> list[Path]:
+def _draw_figures(directory: Path, report: _Report) -> list[Path]:
     from plastic.report import figures
     from plastic.report import scores as loading
     from plastic.report.reference import paper_compute
 
+    args, results, groups, matrices = report.args, report.results, report.groups, report.matrices
+    estimates, domain, metric_basis = report.estimates, report.domain, report.metric_basis
     label = "Human-normalized score" if metric_basis == "hns" else "Return"
     paths = figures.interval_estimates(estimates, directory, label)
     paths += figures.performance_profiles(matrices, directory, label, reps=min(args.reps, 500), seed=args.seed)

@@ -41,6 +41,15 @@ def _save(figure, directory: Path, name: str) -> list[Path]:
     return save_figure(figure, directory / name)
 
 
+def _finish(figure, axis, directory: Path, name: str, x_label: str, y_label: str) -> list[Path]:
+    """The single-panel figures' common ending: axis labels, legend, light grid; saved as PNG and PDF."""
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return _save(figure, directory, name)
+
+
 def interval_estimates(
     estimates: Mapping[str, Mapping[str, Estimate]], directory: Path, axis_label: str
 ) -> list[Path]:
@@ -73,12 +82,9 @@ def performance_profiles(
         profile, low, upper = performance_profile(matrix, thresholds, reps=reps, seed=seed)
         (line,) = axis.plot(thresholds, profile, label=method)
         axis.fill_between(thresholds, low, upper, color=line.get_color(), alpha=0.2)
-    axis.set_xlabel(f"{axis_label} (\u03c4)")
-    axis.set_ylabel("Fraction of runs with score > \u03c4")
     axis.set_ylim(0, 1.02)
-    axis.legend()
-    axis.grid(alpha=0.3)
-    return _save(figure, directory, "performance_profiles")
+    x_label = f"{axis_label} (\u03c4)"
+    return _finish(figure, axis, directory, "performance_profiles", x_label, "Fraction of runs with score > \u03c4")
 
 
 def _common_grid(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 50) -> np.ndarray | None:
@@ -101,11 +107,7 @@ def sample_efficiency(
             continue
         matrix = np.stack([[np.interp(grid, s, v) for s, v in runs] for runs in by_task.values()], axis=-1)
         axis.plot(grid, interquartile_mean(np.moveaxis(matrix, 1, 0)), label=method)  # (steps, runs, tasks)
-    axis.set_xlabel("Environment steps")
-    axis.set_ylabel(f"IQM {axis_label}")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    return _save(figure, directory, "sample_efficiency")
+    return _finish(figure, axis, directory, "sample_efficiency", "Environment steps", f"IQM {axis_label}")
 
 
 def probe_curves(
@@ -145,11 +147,7 @@ def iqm_versus_compute(
     for method, (hours, iqm) in (paper_points or {}).items():
         axis.scatter(hours, iqm, marker="x", color="gray")
         axis.annotate(method, (hours, iqm), fontsize=7, color="gray")
-    axis.set_xlabel("Wall-clock hours per run")
-    axis.set_ylabel(f"IQM {axis_label}")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    return _save(figure, directory, "iqm_vs_compute")
+    return _finish(figure, axis, directory, "iqm_vs_compute", "Wall-clock hours per run", f"IQM {axis_label}")
 
 
 def learning_curves(

@@ -32,8 +32,8 @@ KERNELS = {"paper": 3, "code": 3, "digits": 2}
 
 
 # Below this many inputs per output (in_channels x kernel area) the matmul is too thin to beat oneDNN's convolution:
-# measured forward + backward at batch 128, 1 thread: the paper's conv1 (27 inputs) 1.09 ms as a conv vs 1.65 ms as
-# a matmul, conv2 (288) 3.02 vs 2.63 ms, conv3 (576) 1.19 vs 0.55 ms.
+# the paper's conv1 (27 inputs) is faster as a convolution, conv2 (288) and conv3 (576) as matmuls
+# (docs/performance.md, "Synthetic experiments").
 PATCH_MIN_INPUTS = 64
 
 
@@ -70,8 +70,8 @@ class PatchConv2d(nn.Conv2d):
 
 class _FirstLinear(torch.autograd.Function):
     """`F.linear(x, weight, bias)` whose weight gradient is computed as `(x^T g)^T` instead of `g^T x`: for the patch
-    path's first layer (x: 10,368 rows of 27 patch values for a CIFAR batch) MKL's kernel is ~1.7x faster that way
-    (259 vs 431 us on one core); for the later, wider layers the usual order is as fast or faster."""
+    path's first layer (x: 10,368 rows of 27 patch values for a CIFAR batch) MKL's kernel is faster in that order
+    (docs/performance.md); for the later, wider layers the usual order is as fast or faster."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
