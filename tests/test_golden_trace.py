@@ -44,7 +44,9 @@ RAINBOW_ARGS = {
         "augmentation": "true", "n_step": "10", "learning_rate": "1e-4", "adam_eps": "1.5e-5"},
         "reset": {"interval": "200"}, "shrink_perturb": {"alpha": "0.8"}, "log_every": "1",
         "eval_episodes": "2", "eval_envs": "2", "checkpoint_every": "100000", "threads": "1",
-        "probe": {"every": "100", "batch_size": "32", "hessian_batch_size": "16", "hessian_iters": "4"}},
+        "probe": {"every": "100", "batch_size": "32", "hessian_batch_size": "16", "hessian_iters": "4",
+                  # the toolkit's probes (newer than the trace) stay out of it
+                  "effective_rank": "false", "stable_rank": "false", "effective_learning_rate": "false"}},
 }
 SAC_ARGS = {
     "env": "dmc:cartpole-swingup", "preset": "plastic", "methods": [],
@@ -53,7 +55,8 @@ SAC_ARGS = {
                                                                            "learning_rate": "3e-4"},
                   "reset": {"interval": "50"}, "log_every": "1", "eval_episodes": "1", "eval_envs": "1",
                   "checkpoint_every": "100000", "threads": "1",
-                  "probe": {"every": "60", "batch_size": "16", "hessian_batch_size": "8", "hessian_iters": "3"}},
+                  "probe": {"every": "60", "batch_size": "16", "hessian_batch_size": "8", "hessian_iters": "3",
+                            "effective_rank": "false", "stable_rank": "false", "effective_learning_rate": "false"}},
 }
 
 

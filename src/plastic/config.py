@@ -12,7 +12,8 @@ Budget: `steps` counts agent steps, `env_steps` environment steps = agent steps 
 other, converting env steps with a ceiling (`steps = ceil(env_steps / repeat)`, and `env_steps` is then recorded as
 `steps x repeat`), so a sweep over tasks with different repeats gives each the same environment budget.
 
-Switch names are the paper's methods: `ln`, `sam`, `crelu`, `reset`, `shrink_perturb`, `redo`.
+Switch names are the paper's methods: `ln`, `sam`, `crelu`, `reset`, `shrink_perturb`, `redo`, and the toolkit's
+later interventions (docs/toolkit.md): `l2_init`, `hare_tortoise`, `nap`, `regrama`, `parseval`, `c_chain`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 from plastic.envs.domains import DOMAINS, Domain, split_env_id
 
-METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo")
+METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo", "l2_init", "hare_tortoise", "nap", "regrama",
+           "parseval", "c_chain")
 
 
 # --------------------------------------------------------------------------------------------- method switches
@@ -102,6 +104,86 @@ class ReDoConfig:
     batch_size: int = 256
 
 
+@dataclass
+class L2InitConfig:
+    """L2-init, regenerative regularisation (Kumar et al. 2023): loss + coefficient * ||theta - theta_0||^2 over the
+    trained network's parameters (Rainbow: the online network; SAC: critic with encoder, and actor, each in its own
+    loss). coefficient: the paper tunes it per benchmark and gives no default; 1e-5 is this library's choice
+    (docs/toolkit.md). The anchor theta_0 is the initialisation and is kept across resets."""
+
+    enabled: bool = False
+    coefficient: float = 1e-5
+
+
+@dataclass
+class HareTortoiseConfig:
+    """Hare & Tortoise (Lee et al., ICML 2024): a slow EMA copy (tortoise) of the trained network (hare), updated after
+    every optimizer step with rate `ema` (0.999, the authors' code); every `interval` gradient updates the hare is set
+    to the tortoise. interval: the paper's RL interval is an experiment choice; None = the domain's reset interval
+    (40,000 on Atari/MinAtar, 100,000 on DMC; docs/toolkit.md). reset_optimizer: also clear the hare's Adam moments at
+    a hare reset (the authors' code keeps them: false)."""
+
+    enabled: bool = False
+    ema: float = 0.999
+    interval: int | None = None
+    reset_optimizer: bool = False
+
+
+@dataclass
+class NaPConfig:
+    """Normalize-and-project (Lyle et al. 2024): a LayerNorm before every nonlinearity (the network is built as with
+    `ln.placement = "all"`, whatever `ln.*` says) and, after every optimizer step, each layer's weight projected back
+    to its norm at initialisation. scope: "weights" (Linear/Conv weights, the paper's main variant) or
+    "weights_and_norm_affine" (also each LayerNorm's scale and offset, jointly)."""
+
+    enabled: bool = False
+    scope: str = "weights"
+
+
+@dataclass
+class ReGraMaConfig:
+    """ReGraMa (Liu et al. 2025): ReDo's recycling with units scored by the loss-gradient magnitude (GraMa). Every
+    `interval` gradient updates (ReDo's schedule), units with score <= tau on `batch_size` uniform replay transitions
+    are recycled (Rainbow: the head streams; SAC: the two Q MLPs). tau: tuned in the paper; 0 (default) recycles
+    only units the gradient does not reach. gradient_at: "activation_input" (the nonlinearity's input, default) or
+    "activation_output"."""
+
+    enabled: bool = False
+    tau: float = 0.0
+    interval: int = 1000
+    batch_size: int = 256
+    gradient_at: str = "activation_input"
+
+
+@dataclass
+class ParsevalConfig:
+    """Parseval regularisation (Chung et al. 2024): loss + coefficient * sum_l ||W_l W_l^T - scale I||_F^2 over every
+    layer but the output layers (both dueling streams' last layers; the Q and policy outputs on SAC). coefficient
+    1e-3 and scale 1 are the paper's. include_conv: also the conv kernels, flattened (a choice: the paper's networks
+    are MLPs)."""
+
+    enabled: bool = False
+    coefficient: float = 1e-3
+    scale: float = 1.0
+    include_conv: bool = True
+
+
+@dataclass
+class CChainConfig:
+    """C-CHAIN (Tang et al., ICML 2025): loss + lambda_t * mean (Q_t(s, a) - Q_(t-lag)(s, a))^2 on a second uniform
+    replay batch of the update's size, the Q-values taken with noisy layers at their means. lambda_t adapts so that
+    the term is `relative_loss_scale` of |L_RL| (means over the last `window` updates) from update `warmup` on, and is
+    `initial_coefficient` before. Defaults are the authors' DoubleDQN code's (c = 0.01, lambda_0 = 50, warm-up
+    10,000, window 50,000, lag 1). Value-based form: Rainbow only."""
+
+    enabled: bool = False
+    relative_loss_scale: float = 0.01
+    initial_coefficient: float = 50.0
+    warmup: int = 10_000
+    window: int = 50_000
+    lag: int = 1
+
+
 # --------------------------------------------------------------------------------------------- agents
 @dataclass
 class RainbowConfig:
@@ -163,7 +245,9 @@ class DMCConfig:
 @dataclass
 class ProbeConfig:
     """Plasticity probes during training (paper §4.1): λmax of the loss Hessian and active units, on `batch_size`
-    transitions sampled uniformly from the buffer, every `every` agent steps (0 = off)."""
+    transitions sampled uniformly from the buffer, every `every` agent steps (0 = off). The toolkit's probes
+    (docs/toolkit.md) are logged as `probes/<name>/<layer>`; the cheap ones are on by default (the ranks are an SVD
+    of the same batch's features; the effective learning rate a parameter copy), the ones costing extra passes off."""
 
     every: int = 10_000
     batch_size: int = 512
@@ -171,6 +255,17 @@ class ProbeConfig:
     hessian_batch_size: int = 128
     hessian_iters: int = 20
     dormant_tau: float = 0.025
+    effective_rank: bool = True  # of each activation layer's features on the probe batch
+    stable_rank: bool = True  # idem
+    effective_learning_rate: bool = True  # ||delta theta_l|| / ||theta_l|| per layer over the first update after a
+    # probe step's predecessor, i.e. one update measured at each probe step
+    churn: bool = False  # mean |f_after - f_before| of the output over that same update, on a reference batch of
+    # `batch_size` transitions drawn from its own stream (training/seeding.py: probe_reference)
+    grama: bool = False  # GraMa dormant fraction (gradient score <= grama_tau), one backward of the loss on the batch
+    grama_tau: float = 0.0
+    hessian_trace: bool = False  # Hutchinson's estimate with `hessian_trace_samples` Hessian-vector products on the
+    # Hessian batch (per layer and "all")
+    hessian_trace_samples: int = 20
 
 
 @dataclass
@@ -209,6 +304,12 @@ class TrainConfig:
     reset: ResetConfig = field(default_factory=ResetConfig)
     shrink_perturb: ShrinkPerturbConfig = field(default_factory=ShrinkPerturbConfig)
     redo: ReDoConfig = field(default_factory=ReDoConfig)
+    l2_init: L2InitConfig = field(default_factory=L2InitConfig)
+    hare_tortoise: HareTortoiseConfig = field(default_factory=HareTortoiseConfig)
+    nap: NaPConfig = field(default_factory=NaPConfig)
+    regrama: ReGraMaConfig = field(default_factory=ReGraMaConfig)
+    parseval: ParsevalConfig = field(default_factory=ParsevalConfig)
+    c_chain: CChainConfig = field(default_factory=CChainConfig)
     rainbow: RainbowConfig = field(default_factory=RainbowConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -378,6 +479,8 @@ _CHOICES = {
     "crelu.placement": ("head", "all"),
     "crelu.width_mode": ("double_input", "halve_output"),
     "reset.optimizer": ("reset", "all", "none"),
+    "nap.scope": ("weights", "weights_and_norm_affine"),
+    "regrama.gradient_at": ("activation_input", "activation_output"),
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "on", "off"),
     "precision": ("fp32", "bf16"),
@@ -392,13 +495,17 @@ _POSITIVE = (
     "eval_envs", "log_every",
     "rainbow.batch_size", "rainbow.n_step", "rainbow.num_atoms", "rainbow.hidden", "rainbow.buffer_size",
     "sac.batch_size", "sac.hidden", "sac.latent_dim", "sac.buffer_size", "redo.interval", "redo.batch_size",
-    "probe.batch_size", "probe.hessian_batch_size", "probe.hessian_iters",
+    "probe.batch_size", "probe.hessian_batch_size", "probe.hessian_iters", "probe.hessian_trace_samples",
+    "regrama.interval", "regrama.batch_size", "parseval.scale", "c_chain.window", "c_chain.lag",
+    "hare_tortoise.interval",
 )
 _NON_NEGATIVE = ("threads", "eval_every", "probe.every", "rainbow.learning_starts", "sac.learning_starts",
-                 "rainbow.shift_pad", "sac.shift_pad", "redo.tau", "probe.dormant_tau")
+                 "rainbow.shift_pad", "sac.shift_pad", "redo.tau", "probe.dormant_tau",
+                 "probe.grama_tau", "l2_init.coefficient", "regrama.tau", "parseval.coefficient",
+                 "c_chain.relative_loss_scale", "c_chain.initial_coefficient", "c_chain.warmup")
 _UNIT_INTERVAL = ("rainbow.gamma", "rainbow.target_tau", "rainbow.epsilon_train", "rainbow.epsilon_eval",
                   "sac.gamma", "sac.target_tau", "shrink_perturb.alpha", "rainbow.priority_exponent",
-                  "rainbow.importance_exponent_start")
+                  "rainbow.importance_exponent_start", "hare_tortoise.ema")
 
 
 def _get(config: Any, key: str) -> Any:
@@ -418,6 +525,10 @@ def _set(config: Any, key: str, value: Any) -> None:
 # whose agent does not read them, they are an error rather than silently ignored.
 _AGENT_ONLY = {"sam.scope": "rainbow", "sam.noise": "rainbow", "sam.critic_rho": "sac", "sam.actor_rho": "sac",
                "sam.temperature_rho": "sac"}
+
+
+# Methods that apply to some agents only (C-CHAIN's value-based form needs a Q-network's churn: Rainbow).
+_METHOD_AGENTS = {"c_chain": ("rainbow",)}
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -490,6 +601,13 @@ def resolve(config: TrainConfig) -> TrainConfig:
         config.reset.interval = spec.reset_interval
     if config.reset.interval <= 0:
         raise ValueError(f"config key 'reset.interval' = {config.reset.interval} must be > 0")
+    if config.hare_tortoise.interval is None:
+        config.hare_tortoise.interval = spec.reset_interval
+    for method, agents in _METHOD_AGENTS.items():
+        if getattr(config, method).enabled and spec.agent not in agents:
+            domains = ", ".join(n for n, d in DOMAINS.items() if d.agent in agents)
+            raise ValueError(f"method {method!r} is implemented for the {', '.join(agents)} agent ({domains}), "
+                             f"not for {domain}")
     if config.compile == "on" and spec.continuous:
         raise ValueError("config key 'compile' = 'on' is implemented for the Rainbow agent (atari, minatar); "
                          "use compile=off for dmc")

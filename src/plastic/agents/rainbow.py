@@ -22,6 +22,8 @@ from torch import nn
 from plastic.agents import precision
 from plastic.agents.augment import augment_frames
 from plastic.agents.base import ema_update_, make_adam
+from plastic.agents.interventions import Interventions, ln_placement
+from plastic.agents.interventions import sections as intervention_sections
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
 from plastic.nets.rainbow import RainbowNetwork
@@ -61,7 +63,7 @@ class RainbowAgent:
         self.updates = 0
         self.online = RainbowNetwork(
             tuple(obs_shape), num_actions, encoder=config.domain_spec.encoder, hidden=rainbow.hidden, num_atoms=rainbow.num_atoms,
-            sigma0=rainbow.noisy_sigma0, ln_placement=config.ln.placement if config.ln.enabled else None,
+            sigma0=rainbow.noisy_sigma0, ln_placement=ln_placement(config),
             crelu_placement=config.crelu.placement if config.crelu.enabled else None,
             width_mode=config.crelu.width_mode,
         )
@@ -82,6 +84,8 @@ class RainbowAgent:
             from plastic.plasticity import check_sam_compatible
 
             check_sam_compatible(self.online)
+        # The toolkit's loss terms and after-step calls (agents/interventions.py), snapshotted at initialisation.
+        self.interventions = Interventions(self.online, intervention_sections(config), output_fn=self._mean_q_values)
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)
         # The update's two passes, compiled when config.compile asks for it (agents/compiled.py); probes and acting
@@ -157,6 +161,27 @@ class RainbowAgent:
                 recycled[f"head.{name}.{layer}"] = count
         return recycled
 
+    def regrama(self, batch, tau: float, gradient_at: str) -> dict[str, int]:
+        """ReGraMa on each head stream (as `redo`), scored by the gradient of the deterministic TD loss on `batch`."""
+        from plastic.plasticity.regrama import regrama_
+
+        recycled = {}
+        with self.loss_closure(batch) as closure:
+            for name in ("value", "advantage"):
+                stream = getattr(self.online.head, name)
+                for layer, count in regrama_(stream, closure, tau=tau, optimizer=self.optimizer,
+                                             generator=self.generator, gradient_at=gradient_at).items():
+                    recycled[f"head.{name}.{layer}"] = count
+        return recycled
+
+    def _mean_q_values(self, network: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        """E[Z(s, a)] with the noisy layers at their means (C-CHAIN's churn is not the noise sample's change)."""
+        network.set_noisy(False)
+        try:
+            return (network(obs).exp() * self.atoms).sum(-1)
+        finally:
+            network.set_noisy(True)
+
     # ------------------------------------------------------------------ acting
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         obs = torch.as_tensor(obs, device=self.device).float().div_(self.observation_high)
@@ -231,20 +256,26 @@ class RainbowAgent:
         self.target.reset_noise(self.generator)
         target_probs = self._target_pass(next_obs, reward, discount)
 
+        interventions = self.interventions
+        reference = (self.probe_inputs(buffer.sample_uniform(rainbow.batch_size)) if interventions.needs_reference
+                     else None)  # C-CHAIN's reference batch
         loss_per_sample = self._loss_pass(obs, action, target_probs)
         loss = (weights * loss_per_sample).mean()
-        # Algorithm 1 lines 10-17 under SAM: the perturbed pass reuses the clean pass's target distribution.
+        # Algorithm 1 lines 10-17 under SAM: the perturbed pass reuses the clean pass's target distribution; both
+        # passes carry the interventions' loss terms.
         redraw = self.config.sam.noise == "independent"
         grad_norm = sam_update(
-            self.optimizer, loss, lambda: (weights * self._loss_pass(obs, action, target_probs)).mean(),
+            self.optimizer, loss + interventions.penalty(reference),
+            lambda: (weights * self._loss_pass(obs, action, target_probs)).mean() + interventions.penalty(reference),
             before_second_pass=(lambda: self.online.reset_noise(self.generator)) if redraw else None,
             before_step=lambda: clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm))
+        interventions.after_step(self.optimizer, loss)
         self.update_target()
         # The update's one device-to-host copy (PER needs the priorities on the host), the logged scalars with it.
         host = torch.cat([loss_per_sample.detach(), loss.detach()[None], grad_norm[None]]).cpu().numpy()
         buffer.update_priorities(batch.indices, host[:-2])
         self.updates += 1
-        return {"losses/td_loss": float(host[-2]), "losses/grad_norm": float(host[-1])}
+        return {"losses/td_loss": float(host[-2]), "losses/grad_norm": float(host[-1]), **interventions.metrics()}
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -278,6 +309,7 @@ class RainbowAgent:
             "augmentation_generator": self.augmentation_generator.get_state(),
             "rng": self.rng.bit_generator.state,
             "updates": self.updates,
+            "interventions": self.interventions.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -289,3 +321,4 @@ class RainbowAgent:
             self.augmentation_generator.set_state(state["augmentation_generator"])
         self.rng.bit_generator.state = state["rng"]
         self.updates = state["updates"]
+        self.interventions.load_state_dict(state.get("interventions", {}))  # none before the toolkit's switches

@@ -39,6 +39,8 @@ from plastic.agents.augment import random_shift
 from plastic.config import TrainConfig
 from plastic.nets.sac import build_networks, squashed_gaussian_log_prob
 from plastic.agents.base import ema_update_, make_adam
+from plastic.agents.interventions import Interventions, ln_placement
+from plastic.agents.interventions import sections as intervention_sections
 from plastic.plasticity import redo_, reset_parameters_
 from plastic.plasticity.sam import sam_update
 from plastic.training.seeding import RandomStreams
@@ -56,6 +58,15 @@ def component_rhos(config: TrainConfig) -> dict[str, float]:
     return {"critic": pick(sam.critic_rho), "actor": pick(sam.actor_rho), "temperature": pick(sam.temperature_rho)}
 
 
+class _TwinQ(nn.Module):
+    def __init__(self, critic: nn.Module):
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.critic(obs, action), dim=-1)
+
+
 class SACAgent:
     def __init__(self, config: TrainConfig, obs_shape: tuple[int, ...], action_dim: int, device: torch.device):
         self.config = config
@@ -70,7 +81,7 @@ class SACAgent:
         self.target_entropy = -float(action_dim)
         self.critic, self.actor = build_networks(
             tuple(obs_shape), action_dim, latent_dim=sac.latent_dim, hidden=sac.hidden, log_std_min=sac.log_std_min,
-            log_std_max=sac.log_std_max, ln_placement=config.ln.placement if config.ln.enabled else None,
+            log_std_max=sac.log_std_max, ln_placement=ln_placement(config),
             crelu_placement=config.crelu.placement if config.crelu.enabled else None,
             width_mode=config.crelu.width_mode)
         # Parameters are drawn from the agent's own generator so that a seed fixes the whole run.
@@ -90,6 +101,10 @@ class SACAgent:
             make_adam(params, learning_rate=lr, device=device, rho=rhos[name], adaptive=adaptive)
             for name, params in (("critic", list(self.critic.parameters())), ("actor", list(self.actor.parameters())),
                                  ("temperature", [self.log_alpha])))
+        # The toolkit's loss terms and after-step calls (agents/interventions.py), one set per trained network: the
+        # critic with its encoder (in the critic loss) and the actor (in the actor loss).
+        self.critic_interventions = Interventions(self.critic, intervention_sections(config))
+        self.actor_interventions = Interventions(self.actor, intervention_sections(config))
 
     # ------------------------------------------------------------------ structure, for hooks
     def reset_modules(self) -> list[tuple[nn.Module, nn.Module | None]]:
@@ -128,6 +143,11 @@ class SACAgent:
         return self.critic
 
     @property
+    def churn_model(self) -> nn.Module:
+        """The critic with its two Q-values as one tensor (N, 2): what the churn probe compares."""
+        return _TwinQ(self.critic)
+
+    @property
     def learning_starts(self) -> int:
         return self.sac.learning_starts
 
@@ -154,6 +174,20 @@ class SACAgent:
         ):
             for layer, count in redo_(model, inputs_, tau=tau, optimizer=optimizer, generator=self.generator).items():
                 recycled[f"{name}.{layer}"] = count
+        return recycled
+
+    def regrama(self, batch, tau: float, gradient_at: str) -> dict[str, int]:
+        """ReGraMa on the two Q MLPs, scored by the gradient of the deterministic critic loss on `batch` (the actor's
+        loss is not the critic's, so the actor is left to ReDo)."""
+        from plastic.plasticity.regrama import regrama_
+
+        recycled = {}
+        with self.loss_closure(batch) as closure:
+            for name in ("q1", "q2"):
+                for layer, count in regrama_(getattr(self.critic.critic, name), closure, tau=tau,
+                                             optimizer=self.critic_optimizer, generator=self.generator,
+                                             gradient_at=gradient_at).items():
+                    recycled[f"critic.{name}.{layer}"] = count
         return recycled
 
     # ------------------------------------------------------------------ acting
@@ -249,7 +283,10 @@ class SACAgent:
         """Algorithm 2 lines 11-12, 15, 18-19 for Q: the target is computed once, from the clean networks."""
         target = self.critic_target(next_obs, reward, discount)
         loss = self.critic_loss(obs, action, target)
-        sam_update(self.critic_optimizer, loss, lambda: self.critic_loss(obs, action, target))
+        terms = self.critic_interventions
+        sam_update(self.critic_optimizer, loss + terms.penalty(),
+                   lambda: self.critic_loss(obs, action, target) + terms.penalty())
+        terms.after_step(self.critic_optimizer, loss)
         return loss.detach()
 
     def update_actor(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +302,10 @@ class SACAgent:
             parameter.requires_grad_(False)
         try:
             loss, log_prob, noise = self.actor_loss(features)
-            sam_update(self.actor_optimizer, loss, lambda: self.actor_loss(features, noise)[0])
+            terms = self.actor_interventions
+            sam_update(self.actor_optimizer, loss + terms.penalty(),
+                       lambda: self.actor_loss(features, noise)[0] + terms.penalty())
+            terms.after_step(self.actor_optimizer, loss)
         finally:
             for parameter in trainable:
                 parameter.requires_grad_(True)
@@ -313,6 +353,8 @@ class SACAgent:
             "augmentation_generator": self.augmentation_generator.get_state(),
             "rng": self.rng.bit_generator.state,
             "updates": self.updates,
+            "interventions": {"critic": self.critic_interventions.state_dict(),
+                              "actor": self.actor_interventions.state_dict()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -329,3 +371,6 @@ class SACAgent:
             self.augmentation_generator.set_state(state["augmentation_generator"])
         self.rng.bit_generator.state = state["rng"]
         self.updates = state["updates"]
+        interventions = state.get("interventions", {})  # none before the toolkit's switches
+        self.critic_interventions.load_state_dict(interventions.get("critic", {}))
+        self.actor_interventions.load_state_dict(interventions.get("actor", {}))

@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-map", choices=("permutation", "shift"), default="permutation",
                         help="label adaptation: random permutation (paper) or cyclic shift (public code)")
     parser.add_argument("--probe-every", type=int, default=25, help="probe λmax / active units every N phases; 0 = off")
+    parser.add_argument("--toolkit-probes", action="store_true",
+                        help="also probe effective/stable rank, churn, GraMa, effective LR, Hessian trace (docs/toolkit.md)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes, one thread each (default: min(2, CPUs))")
     parser.add_argument("--select", action="store_true",
@@ -100,6 +102,7 @@ def _configs(args: argparse.Namespace):
             reset_interval=args.reset_interval, reset_optimizer=not args.no_reset_optimizer, redo_tau=args.redo_tau,
             batch_size=args.batch_size, phases=args.phases, updates_per_phase=args.updates_per_phase,
             strides=strides, label_map=args.label_map, probe_every=args.probe_every,
+            toolkit_probes=args.toolkit_probes,
         )
     except ValueError as error:
         raise UserError(str(error)) from error

@@ -13,7 +13,11 @@ examples of the current training data. Probes draw from their own generator, so 
 Methods are switches of the toolkit (`plastic.plasticity`): LN and CReLU are in the model (`model.py`), SAM wraps the
 SGD optimizer, Reset re-draws the head (the three FC layers) at the start of every `reset_interval`-th phase (the
 paper's interval "in chunks"; `reset_optimizer` also clears the head's momentum), ReDo re-initialises dormant units
-on the same schedule.
+on the same schedule. The later interventions (docs/toolkit.md) use the training runs' wiring
+(`plastic.agents.interventions`) with their config sections' defaults: L2-init, Parseval and C-CHAIN's loss terms in
+both SAM passes (C-CHAIN's reference batch: a second draw from the buffer), NaP's projection and Hare & Tortoise
+after every update (the hare reset every `reset_interval` phases' updates), ReGraMa on the ReDo schedule (tau 0).
+`toolkit_probes` adds the toolkit's probes to the probe phases.
 
 Many runs: `run_many` (`pool.py`) trains one seed after another in each of `workers` 1-thread processes. The method
 grammar is `methods.py`, the image layouts `images.py`, the reset / probe schedules `plastic.training.schedules`.
@@ -68,6 +72,9 @@ class RunConfig:
     """Probe λmax and active units every this many phases (and after the last); 0 = never."""
     probe_samples: int = 512
     hessian_iters: int = 20
+    toolkit_probes: bool = False
+    """Also probe effective/stable rank, GraMa, the Hessian trace and, over the probe phase's last update, churn and
+    the effective learning rate (names as in training runs: `probes/<name>/<layer>`)."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -90,7 +97,7 @@ class RunConfig:
         chosen: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
         if "sam" in self.method:
             chosen["rho"] = self.rho
-        if "reset" in self.method or "redo" in self.method:
+        if {"reset", "redo", "regrama", "hare_tortoise"} & set(self.method.switches):
             chosen["reset_interval"] = self.reset_interval
         return chosen
 
@@ -104,11 +111,32 @@ def _make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
     return torch.optim.SGD(model.parameters(), foreach=True, **kwargs)
 
 
-def _train_step(forward, optimizer, x, y) -> float:
-    """One SGD (or SAM) update of the model behind `forward` (the model, or its `forward_patches`) on (x, y)."""
+def _train_step(forward, optimizer, x, y, interventions=None, reference=None) -> float:
+    """One SGD (or SAM) update of the model behind `forward` (the model, or its `forward_patches`) on (x, y), with
+    the interventions' loss terms in both passes and their after-step calls."""
+    if interventions is None:
+        loss = F.cross_entropy(forward(x), y)
+        sam_update(optimizer, loss, lambda: F.cross_entropy(forward(x), y))  # SAM: Algorithm 1's two passes
+        return float(loss.detach())
     loss = F.cross_entropy(forward(x), y)
-    sam_update(optimizer, loss, lambda: F.cross_entropy(forward(x), y))  # SAM: Algorithm 1's two passes
+    sam_update(optimizer, loss + interventions.penalty(reference),
+               lambda: F.cross_entropy(forward(x), y) + interventions.penalty(reference))
+    interventions.after_step(optimizer, loss)
     return float(loss.detach())
+
+
+def _interventions(model, config: RunConfig):
+    """The toolkit's update-time interventions of the method (None when it has none), at their defaults."""
+    from plastic import config as sections
+    from plastic.agents.interventions import Interventions
+
+    method = config.method
+    chosen = {name: cls(enabled=name in method) for name, cls in (
+        ("l2_init", sections.L2InitConfig), ("parseval", sections.ParsevalConfig), ("c_chain", sections.CChainConfig),
+        ("nap", sections.NaPConfig), ("hare_tortoise", sections.HareTortoiseConfig))}
+    if not any(section.enabled for section in chosen.values()):
+        return None
+    return Interventions(model, chosen, hare_interval=config.reset_interval * config.updates_per_phase)
 
 
 # Evaluation batch: small enough for the activations to stay in cache (docs/performance.md).
@@ -151,9 +179,11 @@ def run_seed(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(
-            dataset.image_shape, dataset.num_classes, config.strides, layer_norm="ln" in method, crelu="crelu" in method
+            dataset.image_shape, dataset.num_classes, config.strides, layer_norm="ln" in method or "nap" in method,
+            crelu="crelu" in method,
         )
     optimizer = _make_optimizer(model, config)
+    interventions = _interventions(model, config)
     generator = torch.Generator().manual_seed(seed)
     probe_generator = torch.Generator().manual_seed(seed + 1_000_003)
 
@@ -166,7 +196,7 @@ def run_seed(
     chunks = [torch.from_numpy(c) for c in chunk_indices(len(train_y), config.phases, seed)]
     label_maps = torch.from_numpy(label_permutations(config.phases, dataset.num_classes, config.label_map, seed))
 
-    interventions, probes = Every(config.reset_interval), Every(config.probe_every)  # in phases
+    schedule, probes = Every(config.reset_interval), Every(config.probe_every)  # in phases
     rows: list[dict[str, Any]] = []
     for phase in range(config.phases):
         if config.scenario == "input":
@@ -176,13 +206,26 @@ def run_seed(
             buffer = torch.arange(len(train_y))
             labels, test_labels = label_maps[phase][train_y], label_maps[phase][test_y]
 
-        if interventions.due(phase):
-            _intervene(model, optimizer, config, train_x.whole(buffer[: config.probe_samples]), generator)
+        if schedule.due(phase):
+            head = buffer[: config.probe_samples]
+            _intervene(model, optimizer, config, train_x.whole(head), generator, labels[head])
 
-        losses = []
-        for _ in range(config.updates_per_phase):
+        last = phase == config.phases - 1
+        probing = probes.due(phase + 1) or (config.probe_every and last)
+        losses, measured = [], {}
+        for update in range(config.updates_per_phase):
             index = buffer[torch.randint(len(buffer), (config.batch_size,), generator=generator)]
-            losses.append(_train_step(train_x.forward, optimizer, train_x.batch(index), labels[index]))
+            reference = None
+            if interventions is not None and interventions.needs_reference:
+                reference = train_x.whole(buffer[torch.randint(len(buffer), (config.batch_size,), generator=generator)])
+            before = None
+            if probing and config.toolkit_probes and update == config.updates_per_phase - 1:
+                pick = buffer[torch.randint(len(buffer), (config.probe_samples,), generator=probe_generator)]
+                before = _snapshot(model, train_x.whole(pick))
+            losses.append(_train_step(train_x.forward, optimizer, train_x.batch(index), labels[index], interventions,
+                                      reference))
+            if before is not None:
+                measured = _measure_update(model, before)
 
         row: dict[str, Any] = {
             "scenario": config.scenario,
@@ -192,18 +235,58 @@ def run_seed(
             "test_accuracy": _accuracy(test_x.forward, test_x.range, test_labels),
             "train_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
         }
-        last = phase == config.phases - 1
-        if probes.due(phase + 1) or (config.probe_every and last):
+        if probing:
             pick = buffer[torch.randint(len(buffer), (config.probe_samples,), generator=probe_generator)]
             row.update(_probe(model, train_x.whole(pick), labels[pick], probe_generator, config.hessian_iters))
+            if config.toolkit_probes:
+                row.update(measured)
+                row.update(_toolkit_probes(model, train_x.whole(pick), labels[pick], probe_generator))
         rows.append(row)
         if on_phase is not None:
             on_phase(1)
     return rows
 
 
-def _intervene(model, optimizer, config: RunConfig, inputs: torch.Tensor, generator: torch.Generator) -> None:
-    """Reset the head / ReDo the dormant units at the start of a phase on the reset schedule."""
+def _snapshot(model, inputs: torch.Tensor) -> dict:
+    from plastic.probes import OutputChurn, parameter_snapshot
+
+    churn = OutputChurn(model, inputs)
+    churn.snapshot()
+    return {"parameters": parameter_snapshot(model), "churn": churn}
+
+
+def _measure_update(model, before: dict) -> dict[str, float]:
+    """Churn and the effective learning rate over the one update since `_snapshot`."""
+    from plastic.probes import effective_learning_rate
+
+    return {**{f"probes/churn/{k}": v for k, v in before["churn"].measure().items()},
+            **{f"probes/effective_learning_rate/{k}": v
+               for k, v in effective_learning_rate(before["parameters"], model).items()}}
+
+
+def _toolkit_probes(model, x, y, generator: torch.Generator) -> dict[str, float]:
+    from plastic.probes import effective_rank, gradient_dormant_fraction, hessian_trace, stable_rank
+    from plastic.probes.activity import activation_modules, capture_outputs
+
+    metrics: dict[str, float] = {}
+    captured = capture_outputs(model, x, activation_modules(model),
+                               lambda module, out: out.detach().reshape(out.shape[0], -1))
+    for layer, calls in captured.items():
+        metrics[f"probes/effective_rank/{layer}"] = effective_rank(calls[0])
+        metrics[f"probes/stable_rank/{layer}"] = stable_rank(calls[0])
+
+    def loss() -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    metrics.update({f"probes/grama/{k}": v for k, v in gradient_dormant_fraction(model, loss).items()})
+    metrics.update({f"probes/hessian_trace/{k}": v
+                    for k, v in hessian_trace(loss, model, samples=20, generator=generator).items()})
+    return metrics
+
+
+def _intervene(model, optimizer, config: RunConfig, inputs: torch.Tensor, generator: torch.Generator,
+               labels: torch.Tensor | None = None) -> None:
+    """Reset the head / ReDo (ReGraMa) the dormant units at the start of a phase on the reset schedule."""
     if "reset" in config.method:
         from plastic.plasticity.reset import clear_optimizer_states_, reset_twins_
 
@@ -213,6 +296,11 @@ def _intervene(model, optimizer, config: RunConfig, inputs: torch.Tensor, genera
         from plastic.plasticity import redo_
 
         redo_(model, inputs, tau=config.redo_tau, optimizer=optimizer, generator=generator)
+    if "regrama" in config.method:
+        from plastic.plasticity.regrama import regrama_
+
+        regrama_(model, lambda: F.cross_entropy(model(inputs), labels), tau=0.0, optimizer=optimizer,
+                 generator=generator)
 
 
 def config_record(config: RunConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Methods of the synthetic experiments: a method is a set of the toolkit's switches (LN, SAM, CReLU, Reset, ReDo).
+"""Methods of the synthetic experiments: a method is a set of the toolkit's switches (LN, SAM, CReLU, Reset, ReDo, and
+the later interventions of docs/toolkit.md: l2_init, parseval, nap, hare_tortoise, c_chain, regrama).
 
 Names join switches with `+` in `SWITCHES` order (`"ln+sam"`), `"base"` for none, `"plastic"` for LN + SAM + CReLU +
 Reset; a comma list (`"base,crelu,ln+sam,plastic"`) names several, and `"combinations"` all 16 on/off combinations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-SWITCHES = ("ln", "sam", "crelu", "reset", "redo")
+SWITCHES = ("ln", "sam", "crelu", "reset", "redo", "l2_init", "hare_tortoise", "nap", "regrama", "parseval", "c_chain")
 PLASTIC = ("ln", "sam", "crelu", "reset")
 
 

@@ -12,7 +12,9 @@ replay buffer's sampling did, before). All of them are still fixed by the seed. 
 - `evaluation`: each evaluation gets its own child (by the step it runs at) for the policy's epsilon and the eval
   envs' seeds, so evaluating never touches the training run's streams;
 - `probe_batches`, `probe_hessian`: the probes' transitions and the power iteration's start vector, so probing
-  leaves the training run's streams untouched too.
+  leaves the training run's streams untouched too;
+- `probe_reference`: the churn probe's reference batches and the Hessian-trace probe's Rademacher vectors (added
+  after the others, so that every earlier stream is unchanged).
 
 A stream's identity is its position in `STREAMS`: add new streams at the end, never reorder, or every seed would
 give a different run.
@@ -23,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = ("parameters", "actions", "augmentation", "replay", "env", "evaluation", "probe_batches", "probe_hessian")
+STREAMS = ("parameters", "actions", "augmentation", "replay", "env", "evaluation", "probe_batches", "probe_hessian",
+           "probe_reference")
 
 
 class RandomStreams:
