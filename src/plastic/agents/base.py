@@ -114,3 +114,12 @@ def ema_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def submodule_state(module_state: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor] | None:
+    """The entries of a module's state_dict under submodule `prefix`, keyed without it (an agent's
+    `backbone_state`: the encoder inside a saved network); None when there is no saved network."""
+    if module_state is None:
+        return None
+    start = f"{prefix}."
+    return {key[len(start):]: value for key, value in module_state.items() if key.startswith(start)}

@@ -21,7 +21,7 @@ from torch import nn
 
 from plastic.agents import precision
 from plastic.agents.augment import augment_frames
-from plastic.agents.base import ema_update_, make_adam
+from plastic.agents.base import ema_update_, make_adam, submodule_state
 from plastic.agents.interventions import Interventions, ln_placement
 from plastic.agents.interventions import sections as intervention_sections
 from plastic.agents.distributional import project_distribution, support
@@ -122,9 +122,7 @@ class RainbowAgent:
 
     @staticmethod
     def backbone_state(agent_state: dict) -> dict[str, torch.Tensor] | None:
-        online = agent_state.get("online")
-        return None if online is None else {k[len("backbone."):]: v for k, v in online.items()
-                                            if k.startswith("backbone.")}
+        return submodule_state(agent_state.get("online"), "backbone")
 
     def reset_extra_(self) -> list[torch.Tensor]:
         """A hard reset renews nothing outside the head."""

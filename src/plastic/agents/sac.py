@@ -38,7 +38,7 @@ from torch import nn
 from plastic.agents.augment import random_shift
 from plastic.config import TrainConfig
 from plastic.nets.sac import build_networks, squashed_gaussian_log_prob
-from plastic.agents.base import ema_update_, make_adam
+from plastic.agents.base import ema_update_, make_adam, submodule_state
 from plastic.agents.interventions import Interventions, ln_placement
 from plastic.agents.interventions import sections as intervention_sections
 from plastic.plasticity import redo_, reset_parameters_
@@ -129,9 +129,7 @@ class SACAgent:
 
     @staticmethod
     def backbone_state(agent_state: dict) -> dict[str, torch.Tensor] | None:
-        critic = agent_state.get("critic")
-        return None if critic is None else {k[len("encoder."):]: v for k, v in critic.items()
-                                            if k.startswith("encoder.")}
+        return submodule_state(agent_state.get("critic"), "encoder")
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
