@@ -293,3 +293,60 @@ def test_a_sam_field_of_the_other_agent_is_rejected_naming_it():
         build("dmc:cheetah-run", methods=["sam"], overrides={"sam": {"scope": "head"}})
     assert build("dmc:cheetah-run", preset="plastic-official").sam.scope == "backbone"  # the preset's, not the user's
     assert build("minatar:breakout", methods=["ln+sam"]).methods == ["ln", "sam"]
+
+
+# ------------------------------------------------------------------------------------------ fields state themselves
+def test_every_config_field_has_a_docstring_where_it_is_declared():
+    from plastic.config_machinery import field_docs, leaves
+
+    undocumented = [key for key, spec, _, owner in leaves(config_module.TrainConfig())
+                    if not field_docs(owner).get(spec.name)]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("items, message", [
+    (["device=tpu"], "config key 'device' = 'tpu'; allowed: auto, cpu, cuda"),
+    (["reset.optimizer=some"], "config key 'reset.optimizer' = 'some'; allowed: reset, all, none"),
+    (["rainbow.n_step=0"], "config key 'rainbow.n_step' = 0 must be > 0"),
+    (["hare_tortoise.interval=-5"], "config key 'hare_tortoise.interval' = -5 must be > 0"),
+    (["threads=-1"], "config key 'threads' = -1 must be >= 0"),
+    (["seed=-3"], "config key 'seed' = -3 must be >= 0"),
+    (["rainbow.gamma=1.01"], "config key 'rainbow.gamma' = 1.01 must be in [0, 1]"),
+    (["sac.target_tau=-0.5"], "config key 'sac.target_tau' = -0.5 must be in [0, 1]"),
+])
+def test_a_value_outside_the_fields_declared_range_is_refused_naming_it(items, message):
+    with pytest.raises(ValueError) as error:
+        build("atari:Pong", overrides=parse_overrides(items))
+    assert str(error.value) == message
+
+
+def test_the_constraints_read_from_the_fields_metadata():
+    from dataclasses import fields
+
+    declared = {spec.name: spec.metadata for spec in fields(config_module.RainbowConfig)}
+    assert declared["gamma"]["range"] == "[0, 1]" and declared["batch_size"]["range"] == "> 0"
+    assert {spec.name: spec.metadata.get("agent") for spec in fields(config_module.SAMConfig)} == {
+        "enabled": None, "rho": None, "scope": "rainbow", "noise": "rainbow", "adaptive": None,
+        "critic_rho": "sac", "actor_rho": "sac", "temperature_rho": "sac"}
+
+
+def test_runtime_options_come_last_in_config_json_and_old_key_orders_load(tmp_path):
+    config = build("minatar:breakout", overrides=parse_overrides(["threads=3", "wandb=true"]))
+    keys = list(config_module.to_dict(config))
+    assert keys[-9:] == ["device", "threads", "compile", "checkpoint_every", "keep_checkpoints", "keep_replay",
+                         "log_every", "wandb", "wandb_project"]
+    data = config_module.to_dict(config)
+    first = ["env", "preset", "seed", "steps", "env_steps", "replay_ratio", "device", "threads", "compile"]
+    old_order = {key: data[key] for key in first} | {key: value for key, value in data.items() if key not in first}
+    (tmp_path / "config.json").write_text(json.dumps(old_order))
+    assert config_module.load(tmp_path / "config.json") == config
+
+
+def test_describe_config_prints_each_key_with_its_value_and_doc(capsys):
+    assert main(["train", "--env", "dmc:quadruped-walk", "--preset", "plastic", "--describe-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split(" = ", 1)[0] for line in lines]
+    flat_keys = list(config_module.flat(config_module.to_dict(build("dmc:quadruped-walk", "plastic"))))
+    assert keys == flat_keys
+    assert "sam.rho = 0.1  # Perturbation radius. None = the domain's: 0.1 on Atari/MinAtar" in "\n".join(lines)
+    assert all("  # " in line for line in lines)

@@ -12,292 +12,72 @@ Budget: `steps` counts agent steps, `env_steps` environment steps = agent steps 
 other, converting env steps with a ceiling (`steps = ceil(env_steps / repeat)`, and `env_steps` is then recorded as
 `steps x repeat`), so a sweep over tasks with different repeats gives each the same environment budget.
 
+Each field's docstring, unit, default's source and allowed values are written where it is declared: the sections in
+`plastic.config_sections`, `TrainConfig` below (`plastic train --describe-config` prints them). The generic machinery
+(coercion, updates, `--set` parsing, the constraint check) is `plastic.config_machinery`; everything is importable
+from here.
+
 Switch names are the paper's methods: `ln`, `sam`, `crelu`, `reset`, `shrink_perturb`, `redo`, and the toolkit's
 later interventions (docs/toolkit.md): `l2_init`, `hare_tortoise`, `nap`, `regrama`, `parseval`, `c_chain`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from plastic.config_machinery import (  # noqa: F401  (re-exported: `from plastic.config import update, ...`)
+    check_constraints, choice, describe, flat, get, leaves, parse_overrides, put, to_dict, update, within)
+from plastic.config_sections import (  # noqa: F401  (re-exported: the sections are part of this module's API)
+    CChainConfig, CReLUConfig, DMCConfig, HareTortoiseConfig, L2InitConfig, LayerNormConfig, NaPConfig, ParsevalConfig,
+    ProbeConfig, RainbowConfig, ReDoConfig, ReGraMaConfig, ResetConfig, SACConfig, SAMConfig, ShrinkPerturbConfig)
 from plastic.envs.domains import DOMAINS, Domain, split_env_id
 
 METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo", "l2_init", "hare_tortoise", "nap", "regrama",
            "parseval", "c_chain")
-
-
-# --------------------------------------------------------------------------------------------- method switches
-@dataclass
-class LayerNormConfig:
-    """LayerNorm (paper §3.3). `placement`: "backbone" = after each conv of the backbone, before its ReLU (§4.1 and the
-    public code: the default); "all" = also after every fully-connected layer (App. A.3/A.4 say every conv and FC)."""
-
-    enabled: bool = False
-    placement: str = "backbone"
-
-
-@dataclass
-class SAMConfig:
-    """Sharpness-aware minimisation (paper Algorithm 1/2, App. B.4).
-
-    rho: None = 0.1 on Atari/MinAtar, 0.01 on DMC (0.1 on quadruped). scope: "all" | "backbone" | "head" (Rainbow);
-    on DMC the per-component rhos below apply instead. noise: "independent" draws fresh noisy-layer noise for the
-    perturbed pass (paper default), "shared" reuses the clean pass's noise. adaptive: ASAM.
-    """
-
-    enabled: bool = False
-    rho: float | None = None
-    scope: str = "all"
-    noise: str = "independent"
-    adaptive: bool = False
-    critic_rho: float | None = None  # DMC: None = rho
-    actor_rho: float | None = None  # DMC: None = rho; 0 = no SAM on the actor
-    temperature_rho: float | None = None  # DMC: None = rho; 0 = no SAM on the temperature
-
-
-@dataclass
-class CReLUConfig:
-    """Concatenated ReLU (paper §3.3, App. A.3). placement: "head" or "all"; None = the domain's (DOMAIN_DEFAULTS):
-    "all" on DMC (App. A.4 replaces all ReLUs), "head" on Atari/MinAtar (as the paper's parameter counts imply).
-    width_mode: "double_input" (next layer sees 2x features, paper) or "halve_output" (public code's head)."""
-
-    enabled: bool = False
-    placement: str | None = None
-    width_mode: str = "double_input"
-
-
-@dataclass
-class ResetConfig:
-    """Periodic hard reset of the head (Nikishin et al. 2022; paper §4). interval in gradient updates: None = 40,000
-    (Atari/MinAtar) or 100,000 (DMC). target: the target head takes the same fresh draw. optimizer: whose Adam state
-    is cleared at a reset: "reset" (the re-drawn parameters), "all" (public code: optimizer rebuilt) or "none"."""
-
-    enabled: bool = False
-    interval: int | None = None
-    target: bool = True
-    optimizer: str = "reset"
-
-
-@dataclass
-class ShrinkPerturbConfig:
-    """Shrink & perturb of the backbone at every reset (Ash & Adams 2020; PLASTIC†): theta <- alpha theta +
-    (1 - alpha) phi. min_replay_ratio: only applied at replay ratios >= this (public code: 4)."""
-
-    enabled: bool = False
-    alpha: float = 0.6
-    min_replay_ratio: int = 1
-
-
-@dataclass
-class ReDoConfig:
-    """Recycling dormant units (Sokar et al. 2023), beyond the paper. Every `interval` gradient updates, units with
-    normalised activity <= tau are re-initialised, on a batch of `batch_size` states from the replay buffer."""
-
-    enabled: bool = False
-    tau: float = 0.025
-    interval: int = 1000
-    batch_size: int = 256
-
-
-@dataclass
-class L2InitConfig:
-    """L2-init, regenerative regularisation (Kumar et al. 2023): loss + coefficient * ||theta - theta_0||^2 over the
-    trained network's parameters (Rainbow: the online network; SAC: critic with encoder, and actor, each in its own
-    loss). coefficient: the paper tunes it per benchmark and gives no default; 1e-5 is this library's choice
-    (docs/toolkit.md). The anchor theta_0 is the initialisation and is kept across resets."""
-
-    enabled: bool = False
-    coefficient: float = 1e-5
-
-
-@dataclass
-class HareTortoiseConfig:
-    """Hare & Tortoise (Lee et al., ICML 2024): a slow EMA copy (tortoise) of the trained network (hare), updated after
-    every optimizer step with rate `ema` (0.999, the authors' code); every `interval` gradient updates the hare is set
-    to the tortoise. interval: the paper's RL interval is an experiment choice; None = the domain's reset interval
-    (40,000 on Atari/MinAtar, 100,000 on DMC; docs/toolkit.md). reset_optimizer: also clear the hare's Adam moments at
-    a hare reset (the authors' code keeps them: false)."""
-
-    enabled: bool = False
-    ema: float = 0.999
-    interval: int | None = None
-    reset_optimizer: bool = False
-
-
-@dataclass
-class NaPConfig:
-    """Normalize-and-project (Lyle et al. 2024): a LayerNorm before every nonlinearity (the network is built as with
-    `ln.placement = "all"`, whatever `ln.*` says) and, after every optimizer step, each layer's weight projected back
-    to its norm at initialisation. scope: "weights" (Linear/Conv weights, the paper's main variant) or
-    "weights_and_norm_affine" (also each LayerNorm's scale and offset, jointly)."""
-
-    enabled: bool = False
-    scope: str = "weights"
-
-
-@dataclass
-class ReGraMaConfig:
-    """ReGraMa (Liu et al. 2025): ReDo's recycling with units scored by the loss-gradient magnitude (GraMa). Every
-    `interval` gradient updates (ReDo's schedule), units with score <= tau on `batch_size` uniform replay transitions
-    are recycled (Rainbow: the head streams; SAC: the two Q MLPs). tau: tuned in the paper; 0 (default) recycles
-    only units the gradient does not reach. gradient_at: "activation_input" (the nonlinearity's input, default) or
-    "activation_output"."""
-
-    enabled: bool = False
-    tau: float = 0.0
-    interval: int = 1000
-    batch_size: int = 256
-    gradient_at: str = "activation_input"
-
-
-@dataclass
-class ParsevalConfig:
-    """Parseval regularisation (Chung et al. 2024): loss + coefficient * sum_l ||W_l W_l^T - scale I||_F^2 over every
-    layer but the output layers (both dueling streams' last layers; the Q and policy outputs on SAC). coefficient
-    1e-3 and scale 1 are the paper's. include_conv: also the conv kernels, flattened (a choice: the paper's networks
-    are MLPs)."""
-
-    enabled: bool = False
-    coefficient: float = 1e-3
-    scale: float = 1.0
-    include_conv: bool = True
-
-
-@dataclass
-class CChainConfig:
-    """C-CHAIN (Tang et al., ICML 2025): loss + lambda_t * mean (Q_t(s, a) - Q_(t-lag)(s, a))^2 on a second uniform
-    replay batch of the update's size, the Q-values taken with noisy layers at their means. lambda_t adapts so that
-    the term is `relative_loss_scale` of |L_RL| (means over the last `window` updates) from update `warmup` on, and is
-    `initial_coefficient` before. Defaults are the authors' DoubleDQN code's (c = 0.01, lambda_0 = 50, warm-up
-    10,000, window 50,000, lag 1). Value-based form: Rainbow only."""
-
-    enabled: bool = False
-    relative_loss_scale: float = 0.01
-    initial_coefficient: float = 50.0
-    warmup: int = 10_000
-    window: int = 50_000
-    lag: int = 1
-
-
-# --------------------------------------------------------------------------------------------- agents
-@dataclass
-class RainbowConfig:
-    """DrQ(ε)-Rainbow, paper Table 5 (docs/deviations.md lists where it differs from the public code). Discrete-action domains (Atari, MinAtar)."""
-
-    learning_rate: float = 1e-4
-    adam_eps: float = 1.5e-5
-    batch_size: int = 32
-    gamma: float = 0.99
-    n_step: int = 10
-    num_atoms: int = 51
-    v_min: float = -10.0
-    v_max: float = 10.0
-    hidden: int | None = None  # None = 512 on Atari (Table 5), 128 on MinAtar
-    noisy_sigma0: float = 0.5
-    target_tau: float = 0.99  # target <- tau * target + (1 - tau) * online, every update
-    max_grad_norm: float = 10.0
-    priority_exponent: float = 0.5
-    importance_exponent_start: float = 0.4  # at the first update, annealed linearly to 1 at the last step
-    buffer_size: int = 100_000
-    learning_starts: int = 2_000
-    epsilon_train: float = 0.0  # after warm-up; exploration comes from the noisy target network
-    epsilon_eval: float = 0.001
-    augmentation: bool | None = None  # DrQ's random shift + intensity (Table 5); None = the domain's: on for Atari,
-    # off for MinAtar, whose 10x10 binary boards a ±4-cell shift would scramble (docs/deviations.md, MinAtar protocol)
-    shift_pad: int = 4
-    intensity_scale: float = 0.05
-    reward_clip: bool = True
-    double_q: bool = True
-
-
-@dataclass
-class SACConfig:
-    """DrQ + SAC, paper Table 6. Continuous-action domains (DMC)."""
-
-    learning_rate: float | None = None  # None = 3e-4 (paper); the public code uses 1e-4
-    batch_size: int = 512
-    gamma: float = 0.99
-    hidden: int = 256
-    latent_dim: int = 50
-    target_tau: float = 0.995
-    initial_temperature: float = 0.1
-    buffer_size: int = 1_000_000
-    learning_starts: int = 1_000  # agent steps of random actions before updates (the base code's start_training)
-    shift_pad: int = 4
-    log_std_min: float = -10.0
-    log_std_max: float = 2.0
-
-
-@dataclass
-class DMCConfig:
-    """DeepMind Control env options (used on `dmc:` envs only). action_repeat: simulator steps per agent step; None =
-    the task's (`plastic.envs.dmc.default_action_repeat`: Nikishin et al. 2022's table, App. A.4)."""
-
-    action_repeat: int | None = None
-
-
-# --------------------------------------------------------------------------------------------- the run
-@dataclass
-class ProbeConfig:
-    """Plasticity probes during training (paper §4.1): λmax of the loss Hessian and active units, on `batch_size`
-    transitions sampled uniformly from the buffer, every `every` agent steps (0 = off). The toolkit's probes
-    (docs/toolkit.md) are logged as `probes/<name>/<layer>`; the cheap ones are on by default (the ranks are an SVD
-    of the same batch's features; the effective learning rate a parameter copy), the ones costing extra passes off."""
-
-    every: int = 10_000
-    batch_size: int = 512
-    hessian: bool = True
-    hessian_batch_size: int = 128
-    hessian_iters: int = 20
-    dormant_tau: float = 0.025
-    effective_rank: bool = True  # of each activation layer's features on the probe batch
-    stable_rank: bool = True  # idem
-    effective_learning_rate: bool = True  # ||delta theta_l|| / ||theta_l|| per layer over the first update after a
-    # probe step's predecessor, i.e. one update measured at each probe step
-    churn: bool = False  # mean |f_after - f_before| of the output over that same update, on a reference batch of
-    # `batch_size` transitions drawn from its own stream (training/seeding.py: probe_reference)
-    grama: bool = False  # GraMa dormant fraction (gradient score <= grama_tau), one backward of the loss on the batch
-    grama_tau: float = 0.0
-    hessian_trace: bool = False  # Hutchinson's estimate with `hessian_trace_samples` Hessian-vector products on the
-    # Hessian batch (per layer and "all")
-    hessian_trace_samples: int = 20
+COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
 
 
 @dataclass
 class TrainConfig:
+    """One training run. Fields are grouped by what they decide: the experiment (what the run computes), then its
+    evaluation, then the sections, then the runtime options (how it is executed: device, threads, checkpoints, logs).
+    The groups are by order only, so every `config.json` key and `--set KEY` stays where it always was."""
+
+    # ---- the experiment
     env: str = "minatar:breakout"
+    """The env id, DOMAIN:NAME (atari:Pong, minatar:breakout, dmc:cheetah-run; `plastic.envs.domains`)."""
     preset: str = "base"
-    seed: int = 0
-    steps: int | None = None  # agent steps; None = from env_steps, else the domain's budget (DOMAIN_DEFAULTS)
-    env_steps: int | None = None  # environment steps = agent steps x action_repeat() (module docstring); None = from
-    # steps, else the domain's budget (DMC: the paper's 2,000,000, §4.1)
-    replay_ratio: int | None = None  # gradient updates per agent step; None = 2 (Atari, Table 5), 1 (DMC, Table 6)
-    device: str = "auto"
-    threads: int = 1  # torch threads; 0 = torch's default. One thread per run: two threads stall when anything
-    # else uses a core, and two 1-thread runs beat one 2-thread run (docs/performance.md)
-    compile: str = "auto"  # torch.compile the Rainbow update's passes: on | off | auto (= on for Atari runs of at
-    # least COMPILE_AUTO_MIN_STEPS agent steps, where the one-off 10-40 s compile pays for itself; off otherwise)
-    precision: str = "fp32"  # the Rainbow update's arithmetic: fp32 | bf16 (convolutions and matmuls in bfloat16
-    # with float32 master weights, optimizer state, losses, softmax and C51 projection; needs bf16 hardware;
-    # agents/precision.py, docs/performance.md)
-    checkpoint_every: int = 10_000
-    keep_checkpoints: int = 2
-    keep_replay: bool = False  # a finished run keeps only its final checkpoint, without the replay buffer (it is
-    # evaluated and fine-tuned from, not continued); true keeps the last `keep_checkpoints` whole (README: "Disk")
-    eval_episodes: int | None = None  # final evaluation; None = 10 on DMC (§4.1, Table 10; Table 6 says 100, the two
-    # disagree and the text is followed), 100 on Atari/MinAtar (§4.1)
-    eval_envs: int = 10
-    eval_every: int = 0  # agent steps; 0 = only at the end
-    log_every: int = 1_000
-    wandb: bool = False
-    wandb_project: str = "plastic-rl"
-    backbone_checkpoint: str = ""  # fine-tune from a pretrained encoder (paper §4.4); see training/pretrained.py
+    """The preset the run was built from (`plastic/presets/<name>.toml`); reports group runs by it."""
+    seed: int = within(0, ">= 0")
+    """The run's seed; every random stream derives from it (training/seeding.py)."""
+    steps: int | None = within(None, "> 0")
+    """Budget in agent steps. None = from `env_steps`, else the domain's budget: 100,000 on Atari/MinAtar (§4.1)."""
+    env_steps: int | None = within(None, "> 0")
+    """Budget in environment steps = agent steps x the action repeat (module docstring). None = from `steps`, else
+    the domain's budget: 2,000,000 on DMC (§4.1)."""
+    replay_ratio: int | None = within(None, "> 0")
+    """Gradient updates per agent step. None = the domain's: 2 on Atari/MinAtar (Table 5), 1 on DMC (Table 6)."""
+    precision: str = choice("fp32", ("fp32", "bf16"))
+    """The Rainbow update's arithmetic: "bf16" runs convolutions and matmuls in bfloat16 with float32 master
+    weights, optimizer state, losses, softmax and C51 projection; needs bf16 hardware (agents/precision.py,
+    docs/performance.md)."""
+    backbone_checkpoint: str = ""
+    """Fine-tune from a pretrained encoder (paper §4.4; training/pretrained.py); "" = train from scratch."""
     freeze_backbone: bool = False
+    """Keep the loaded encoder fixed (paper §4.4)."""
+
+    # ---- evaluation
+    eval_episodes: int | None = within(None, "> 0")
+    """Episodes of the final evaluation. None = the domain's: 100 on Atari/MinAtar (§4.1), 10 on DMC (§4.1, Table 10;
+    Table 6 says 100, the two disagree and the text is followed: docs/deviations.md, Evaluation episodes)."""
+    eval_envs: int = within(10, "> 0")
+    """Evaluation episodes played in parallel (vector envs); each env's episodes are seeded from the run's seed."""
+    eval_every: int = within(0, ">= 0")
+    """Agent steps between evaluations during training; 0 = only at the end."""
+
+    # ---- sections: the method switches (METHODS), the agents, the probes, the DMC env
     ln: LayerNormConfig = field(default_factory=LayerNormConfig)
     sam: SAMConfig = field(default_factory=SAMConfig)
     crelu: CReLUConfig = field(default_factory=CReLUConfig)
@@ -314,6 +94,29 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     dmc: DMCConfig = field(default_factory=DMCConfig)
+
+    # ---- runtime: how the run is executed, not what it computes
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
+    """"auto" = cuda when available, else cpu."""
+    threads: int = within(1, ">= 0")
+    """Torch threads; 0 = torch's default. One thread per run: two threads stall when anything else uses a core, and
+    two 1-thread runs beat one 2-thread run (docs/performance.md)."""
+    compile: str = choice("auto", ("auto", "on", "off"))
+    """torch.compile the Rainbow update's passes: "auto" = on for Atari runs of at least COMPILE_AUTO_MIN_STEPS agent
+    steps, where the one-off compile pays for itself, off otherwise."""
+    checkpoint_every: int = within(10_000, "> 0")
+    """Agent steps between checkpoints (what `--resume` continues from)."""
+    keep_checkpoints: int = within(2, "> 0")
+    """Checkpoints kept while the run goes on (older ones are deleted)."""
+    keep_replay: bool = False
+    """A finished run keeps only its final checkpoint, without the replay buffer (it is evaluated and fine-tuned
+    from, not continued); true keeps the last `keep_checkpoints` whole (README: "Disk")."""
+    log_every: int = within(1_000, "> 0")
+    """Agent steps between rows of metrics.jsonl."""
+    wandb: bool = False
+    """Also log to Weights & Biases."""
+    wandb_project: str = "plastic-rl"
+    """The W&B project runs are logged to."""
 
     @property
     def domain(self) -> str:
@@ -353,98 +156,7 @@ class TrainConfig:
         return "+".join([self.preset, *extra])
 
 
-# --------------------------------------------------------------------------------------------- generic machinery
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert `value` (from JSON/TOML or a `--set` string) to the annotated type, or raise naming `key`."""
-    hint = annotation
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        hint = options[0]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise ValueError(f"config key {key!r}: expected true/false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ValueError(f"config key {key!r}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                try:
-                    number = float(value)
-                except ValueError:
-                    number = None
-                if number is not None and number.is_integer():
-                    return int(number)
-        raise ValueError(f"config key {key!r}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"config key {key!r}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"config key {key!r}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config type {annotation!r} for {key!r}")
-
-
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def update(config: Any, values: dict[str, Any], prefix: str = "") -> None:
-    """Set nested fields from a (possibly nested) dict; unknown keys and bad values raise ValueError."""
-    fields = _fields(type(config))
-    for name, value in values.items():
-        key = f"{prefix}{name}"
-        if name not in fields:
-            raise ValueError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
-        hint = fields[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ValueError(f"config key {key!r} is a section; set its fields as {key}.FIELD=VALUE")
-            update(getattr(config, name), value, prefix=f"{key}.")
-        else:
-            setattr(config, name, _coerce(value, hint, key))
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`["sam.rho=0.05", "steps=1000"]` -> nested dict of strings (types are coerced by `update`)."""
-    nested: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {item!r} conflicts with another --set of {part!r}")
-        node[parts[-1]] = value.strip()
-    return nested
-
-
+# --------------------------------------------------------------------------------------------- load and save
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     config = TrainConfig()
     update(config, data)
@@ -472,83 +184,30 @@ _LEGACY_DMC_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2}
 
 
 # --------------------------------------------------------------------------------------------- validation
-_CHOICES = {
-    "ln.placement": ("all", "backbone"),
-    "sam.scope": ("all", "backbone", "head"),
-    "sam.noise": ("independent", "shared"),
-    "crelu.placement": ("head", "all"),
-    "crelu.width_mode": ("double_input", "halve_output"),
-    "reset.optimizer": ("reset", "all", "none"),
-    "nap.scope": ("weights", "weights_and_norm_affine"),
-    "regrama.gradient_at": ("activation_input", "activation_output"),
-    "device": ("auto", "cpu", "cuda"),
-    "compile": ("auto", "on", "off"),
-    "precision": ("fp32", "bf16"),
-}
-COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
 # The per-domain values of the fields left at None (`resolve()` fills them; an explicit value always wins), from the
 # domain table `plastic.envs.domains.DOMAINS` (add a per-domain default there).
 DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {name: domain.config_defaults for name, domain in DOMAINS.items()}
 _BUDGET_KEYS = ("steps", "env_steps")
-_POSITIVE = (
-    "steps", "env_steps", "dmc.action_repeat", "replay_ratio", "checkpoint_every", "keep_checkpoints", "eval_episodes",
-    "eval_envs", "log_every",
-    "rainbow.batch_size", "rainbow.n_step", "rainbow.num_atoms", "rainbow.hidden", "rainbow.buffer_size",
-    "sac.batch_size", "sac.hidden", "sac.latent_dim", "sac.buffer_size", "redo.interval", "redo.batch_size",
-    "probe.batch_size", "probe.hessian_batch_size", "probe.hessian_iters", "probe.hessian_trace_samples",
-    "regrama.interval", "regrama.batch_size", "parseval.scale", "c_chain.window", "c_chain.lag",
-    "hare_tortoise.interval",
-)
-_NON_NEGATIVE = ("threads", "eval_every", "probe.every", "rainbow.learning_starts", "sac.learning_starts",
-                 "rainbow.shift_pad", "sac.shift_pad", "redo.tau", "probe.dormant_tau",
-                 "probe.grama_tau", "l2_init.coefficient", "regrama.tau", "parseval.coefficient",
-                 "c_chain.relative_loss_scale", "c_chain.initial_coefficient", "c_chain.warmup")
-_UNIT_INTERVAL = ("rainbow.gamma", "rainbow.target_tau", "rainbow.epsilon_train", "rainbow.epsilon_eval",
-                  "sac.gamma", "sac.target_tau", "shrink_perturb.alpha", "rainbow.priority_exponent",
-                  "rainbow.importance_exponent_start", "hare_tortoise.ema")
-
-
-def _get(config: Any, key: str) -> Any:
-    for part in key.split("."):
-        config = getattr(config, part, None)
-    return config
-
-
-def _set(config: Any, key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    for part in parents:
-        config = getattr(config, part)
-    setattr(config, last, value)
-
-
-# SAM fields that one agent reads and the other would ignore: set (away from the default and the preset) on a domain
-# whose agent does not read them, they are an error rather than silently ignored.
-_AGENT_ONLY = {"sam.scope": "rainbow", "sam.noise": "rainbow", "sam.critic_rho": "sac", "sam.actor_rho": "sac",
-               "sam.temperature_rho": "sac"}
 
 
 # Methods that apply to some agents only (C-CHAIN's value-based form needs a Q-network's churn: Rainbow).
 _METHOD_AGENTS = {"c_chain": ("rainbow",)}
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
-
-
 def _check_agent_only(config: TrainConfig, agent: str) -> None:
+    """A field one agent reads and the other would ignore (`metadata={"agent": ...}`), set away from the default and
+    the preset on a domain whose agent does not read it, is an error rather than silently ignored."""
     from plastic.presets import load_preset
 
     try:
-        preset = _flat(load_preset(config.preset))
+        preset = flat(load_preset(config.preset))
     except ValueError:
         preset = {}
     defaults = TrainConfig()
-    for key, owner in _AGENT_ONLY.items():
-        value = _get(config, key)
-        if owner != agent and value != _get(defaults, key) and (key not in preset or value != preset[key]):
+    for key, spec, value, _ in leaves(config):
+        owner = spec.metadata.get("agent")
+        if owner is not None and owner != agent and value != get(defaults, key) and (
+                key not in preset or value != preset[key]):
             domains = ", ".join(name for name, domain in DOMAINS.items() if domain.agent == owner)
             raise ValueError(f"config key {key!r} = {value!r} applies to {owner} runs ({domains}) only, "
                              f"not to {config.env}")
@@ -561,22 +220,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_agent_only(config, spec.agent)
     budget_given = config.steps is not None or config.env_steps is not None
     for key, value in DOMAIN_DEFAULTS[domain].items():
-        if _get(config, key) is None and not (key in _BUDGET_KEYS and budget_given):
-            _set(config, key, value)
-    for key, allowed in _CHOICES.items():
-        if _get(config, key) not in allowed:
-            raise ValueError(f"config key {key!r} = {_get(config, key)!r}; allowed: {', '.join(allowed)}")
-    for key in _POSITIVE:
-        if _get(config, key) is not None and _get(config, key) <= 0:
-            raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be > 0")
-    for key in _NON_NEGATIVE:
-        if _get(config, key) is not None and _get(config, key) < 0:
-            raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be >= 0")
-    for key in _UNIT_INTERVAL:
-        if not 0.0 <= _get(config, key) <= 1.0:
-            raise ValueError(f"config key {key!r} = {_get(config, key)!r} must be in [0, 1]")
-    if config.seed < 0:
-        raise ValueError(f"config key 'seed' = {config.seed} must be >= 0")
+        if get(config, key) is None and not (key in _BUDGET_KEYS and budget_given):
+            put(config, key, value)
+    check_constraints(config)  # each field's `choice(...)` / `within(...)`, declared with it
     if spec.action_repeat is None and config.dmc.action_repeat is None:  # DMC: the task's, recorded in the config
         config.dmc.action_repeat = config.action_repeat
     repeat = config.action_repeat

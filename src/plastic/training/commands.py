@@ -5,7 +5,8 @@
     plastic eval runs/atari-Pong_plastic_rr2_s0 --eval-episodes 100
 
 Flag names are a contract (scripts rely on them). Any config field is reachable with `--set KEY=VALUE`
-(`--set sam.rho=0.05 --set reset.interval=20000`); `plastic train --list-config` prints every field with its value.
+(`--set sam.rho=0.05 --set reset.interval=20000`); `plastic train --list-config` prints every field with its value
+(JSON), `--describe-config` each with its value and its doc.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def register(subparsers) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to files)")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     train.add_argument("--list-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--describe-config", action="store_true",
+                       help="print each config key with its resolved value and its doc, and exit")
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser("eval", help="re-evaluate the latest checkpoint of a run",
@@ -116,17 +119,21 @@ def run_train(args) -> int:
         return 0
     if args.resume:
         return _resume(args)
-    if not args.env and not args.list_config:
+    listing = args.list_config or args.describe_config
+    if not args.env and not listing:
         raise UserError("--env is required (e.g. --env atari:Pong or --env minatar:breakout), or --resume RUN_DIR")
     methods = [m.strip() for m in args.methods.replace("+", ",").split(",") if m.strip()]  # ln,sam = ln+sam
     try:
         config = config_module.build(args.env, args.preset, methods, _cli_overrides(args))
-        if not args.list_config:
+        if not listing:
             _check_env(config.env)
     except ValueError as error:
         raise UserError(str(error)) from None
     if args.list_config:
         print(json.dumps(config_module.to_dict(config), indent=2))
+        return 0
+    if args.describe_config:
+        print("\n".join(config_module.describe(config)))
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(config)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
