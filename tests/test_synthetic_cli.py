@@ -39,6 +39,7 @@ def test_tiny_run_writes_results_summary_and_figures(tmp_path):
         (["--methods", "base,dropout"], "unknown method 'dropout'"),
         (["--seeds", "0"], "--seeds 0: must be >= 1"),
         (["--scenario", "reward"], "--scenario 'reward'"),
+        (["--reset-layers", "4"], "reset_layers=4: the head has 3 FC layers; allowed 1..3"),
         (["--dataset", "cifar10", "--data-dir", "{tmp}/missing", "--no-download"], "CIFAR-10 not found"),
     ],
 )

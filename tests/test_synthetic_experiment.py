@@ -123,7 +123,7 @@ def test_sam_switch_uses_the_toolkit_sam_and_changes_the_run():
 
 def _trained(config):
     dataset = tiny_dataset()
-    model = build_model(dataset.image_shape)
+    model = build_model(dataset.image_shape, layer_norm="ln" in config.method, crelu="crelu" in config.method)
     optimizer = _make_optimizer(model, config)
     x, y = torch.from_numpy(dataset.train_images[:16]), torch.from_numpy(dataset.train_labels[:16])
     torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -143,6 +143,44 @@ def test_reset_redraws_the_head_only_and_optionally_its_momentum(reset_optimizer
     head_state = [p in optimizer.state for p in model.head.parameters()]
     assert head_state == [not reset_optimizer] * len(head_state)
     assert all(p in optimizer.state for p in model.backbone.parameters())
+
+
+@pytest.mark.parametrize("layers, crelu", [(1, False), (2, False), (2, True), (3, False)])
+def test_reset_layers_redraws_only_the_heads_last_fc_layers_and_their_momentum(layers, crelu):
+    config = tiny_config(method=Method.parse("ln+reset" if not crelu else "ln+crelu+reset"), reset_layers=layers)
+    model, optimizer, x = _trained(config)
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in model.head if isinstance(m, torch.nn.LayerNorm)]
+    assert len(linears) == 3 and len(norms) == 2
+    # the last `layers` linears and the LayerNorms after the first of them (1 -> none, 2 -> the 128-unit one)
+    redrawn = [*linears[3 - layers:], *norms[3 - layers:]]
+    kept = [*model.backbone, *linears[: 3 - layers], *norms[: 3 - layers]]
+    redrawn_params = [p for m in redrawn for p in m.parameters()]
+    kept_params = [p for m in kept for p in m.parameters()]
+    assert len(redrawn_params) + len(kept_params) == len(list(model.parameters()))
+    before = {id(p): p.clone() for p in model.parameters()}
+    with torch.no_grad():  # LayerNorm's initial affine (1, 0) is what a re-draw restores; move it off first
+        for norm in norms:
+            norm.weight.add_(0.5)
+            norm.bias.add_(0.5)
+    moved = {id(p): p.clone() for p in model.parameters()}
+    _intervene(model, optimizer, config, x, torch.Generator().manual_seed(0))
+    assert all(torch.equal(moved[id(p)], p) for p in kept_params)
+    for p in (p for m in redrawn if isinstance(m, torch.nn.Linear) for p in m.parameters()):
+        assert not torch.equal(before[id(p)], p)
+    for norm in norms[3 - layers:]:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and not norm.bias.any()
+    assert [p in optimizer.state for p in redrawn_params] == [False] * len(redrawn_params)
+    assert all(p in optimizer.state for p in kept_params)
+    assert [id(p) for p in model.last_layers(3).parameters()] == [id(p) for p in model.head.parameters()]
+
+
+@pytest.mark.parametrize("layers", [0, 4])
+def test_reset_layers_outside_the_head_is_refused(layers):
+    with pytest.raises(ValueError, match=f"reset_layers={layers}: the head has 3 FC layers; allowed 1..3"):
+        tiny_config(reset_layers=layers)
+    with pytest.raises(ValueError, match=f"reset_layers={layers}: the head has 3 FC layers"):
+        build_model((1, 8, 8)).last_layers(layers)
 
 
 def test_base_does_not_intervene():

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rho", type=float, default=0.1, help="SAM radius")
     parser.add_argument("--reset-interval", type=int, default=10, help="reset (and ReDo) every N phases (chunks)")
     parser.add_argument("--no-reset-optimizer", action="store_true", help="keep the head's momentum on a reset")
+    parser.add_argument("--reset-layers", type=int, default=3,
+                        help="reset re-draws the head's last N FC layers: 3 = the whole head (paper, default), 1 = the "
+                        "output layer only")
     parser.add_argument("--redo-tau", type=float, default=0.1, help="ReDo dormancy threshold")
     parser.add_argument("--strides", choices=tuple(STRIDE_CHOICES), default=None,
                         help="CIFAR conv strides: paper (3,3,1, default) or code (3,1,1); digits uses 2x2 convs, strides (2,2,2)")
@@ -100,6 +103,7 @@ def _configs(args: argparse.Namespace):
         base = RunConfig(
             lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum, rho=args.rho,
             reset_interval=args.reset_interval, reset_optimizer=not args.no_reset_optimizer, redo_tau=args.redo_tau,
+            reset_layers=args.reset_layers,
             batch_size=args.batch_size, phases=args.phases, updates_per_phase=args.updates_per_phase,
             strides=strides, label_map=args.label_map, probe_every=args.probe_every,
             toolkit_probes=args.toolkit_probes,

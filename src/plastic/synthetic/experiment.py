@@ -11,10 +11,10 @@ probes λmax (`plastic.probes.hessian_max_eigenvalue`) and active units (`active
 examples of the current training data. Probes draw from their own generator, so they never change the run.
 
 Methods are switches of the toolkit (`plastic.plasticity`): LN and CReLU are in the model (`model.py`), SAM wraps the
-SGD optimizer, Reset re-draws the head (the three FC layers) at the start of every `reset_interval`-th phase (the
-paper's interval "in chunks"; `reset_optimizer` also clears the head's momentum), ReDo re-initialises dormant units
-on the same schedule. The later interventions (docs/toolkit.md) use the training runs' wiring
-(`plastic.agents.interventions`) with their config sections' defaults: L2-init, Parseval and C-CHAIN's loss terms in
+SGD optimizer, Reset re-draws the head (the three FC layers; `reset_layers` fewer) at the start of every
+`reset_interval`-th phase (the paper's interval "in chunks"; `reset_optimizer` also clears their momentum), ReDo
+re-initialises dormant units on the same schedule. The later interventions (docs/toolkit.md) use the training runs'
+wiring (`plastic.agents.interventions`) with their config sections' defaults: L2-init, Parseval and C-CHAIN's loss terms in
 both SAM passes (C-CHAIN's reference batch: a second draw from the buffer), NaP's projection and Hare & Tortoise
 after every update (the hare reset every `reset_interval` phases' updates), ReGraMa on the ReDo schedule (tau 0).
 `toolkit_probes` adds the toolkit's probes to the probe phases.
@@ -36,7 +36,7 @@ from plastic.plasticity.sam import sam_update
 from plastic.synthetic.data import LABEL_MAP_MODES, ImageDataset, chunk_indices, label_permutations
 from plastic.synthetic.images import _Images
 from plastic.synthetic.methods import PLASTIC, SWITCHES, Method, parse_methods  # noqa: F401 (re-exported)
-from plastic.synthetic.model import build_model
+from plastic.synthetic.model import ModelConfig, build_model
 from plastic.training.schedules import Every
 
 SCENARIOS = ("input", "label")
@@ -58,6 +58,9 @@ class RunConfig:
     """Reset (and ReDo) every this many phases = chunks (paper sweep {5, 10, 20})."""
     reset_optimizer: bool = True
     """On a reset, also clear the reset layers' momentum."""
+    reset_layers: int = 3
+    """Reset re-draws the head's last this many FC layers: 3 = the whole head, 512-128-10 (App. A.2 names the three
+    FC layers the head; §3's "last few layers"), 1 = the output layer only (docs/deviations.md)."""
     redo_tau: float = 0.1
     """ReDo's dormancy threshold."""
     batch_size: int = 128
@@ -84,6 +87,10 @@ class RunConfig:
         for name in ("phases", "updates_per_phase", "batch_size", "reset_interval", "probe_samples", "hessian_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        fc_layers = len(ModelConfig.hidden) + 1
+        if not 1 <= self.reset_layers <= fc_layers:
+            raise ValueError(f"reset_layers={self.reset_layers}: the head has {fc_layers} FC layers; "
+                             f"allowed 1..{fc_layers}")
         if self.probe_every < 0:
             raise ValueError(f"probe_every={self.probe_every} must be >= 0")
         for name in ("lr", "rho"):
@@ -286,11 +293,12 @@ def _toolkit_probes(model, x, y, generator: torch.Generator) -> dict[str, float]
 
 def _intervene(model, optimizer, config: RunConfig, inputs: torch.Tensor, generator: torch.Generator,
                labels: torch.Tensor | None = None) -> None:
-    """Reset the head / ReDo (ReGraMa) the dormant units at the start of a phase on the reset schedule."""
+    """Reset the head's last `reset_layers` FC layers / ReDo (ReGraMa) the dormant units at the start of a phase on
+    the reset schedule."""
     if "reset" in config.method:
         from plastic.plasticity.reset import clear_optimizer_states_, reset_twins_
 
-        touched = reset_twins_([(model.head, None)], generator)
+        touched = reset_twins_([(model.last_layers(config.reset_layers), None)], generator)
         clear_optimizer_states_([optimizer], touched, "reset" if config.reset_optimizer else "none")
     if "redo" in config.method:
         from plastic.plasticity import redo_

@@ -14,7 +14,8 @@ Switches from the toolkit (`plastic.plasticity`):
 - `layer_norm`: LayerNorm after every conv (`ConvLayerNorm`) and every hidden FC layer, before the activation
   (paper App. A.3: "after each convolutional and fully-connected layer").
 - `crelu`: every ReLU becomes CReLU and the next layer takes the doubled inputs (`crelu_widths(.., "double_input")`).
-The head (`model.head`, the three FC layers) is what Reset re-initialises ("the last few layers", §3).
+The head (`model.head`, the three FC layers) is what Reset re-initialises ("the last few layers", §3; App. A.2 calls
+the three FC layers the head); `last_layers(k)` is the last k of them, for a reset of fewer (docs/deviations.md).
 """
 
 from __future__ import annotations
@@ -156,6 +157,14 @@ class SyntheticNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    def last_layers(self, count: int) -> nn.Sequential:
+        """The head's last `count` FC layers with the LayerNorms and activations between them (the same modules, not
+        copies): `count` = all of them is the whole head; 1 is the output layer alone."""
+        linears = [index for index, module in enumerate(self.head) if isinstance(module, nn.Linear)]
+        if not 1 <= count <= len(linears):
+            raise ValueError(f"reset_layers={count}: the head has {len(linears)} FC layers; allowed 1..{len(linears)}")
+        return self.head[linears[-count]:]
 
     # ------------------------------------------------------------------ patch-rows training path
     @property
