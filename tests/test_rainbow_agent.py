@@ -59,7 +59,8 @@ def params_differ(module, params):
 
 # --------------------------------------------------------------------------------------------- network sizes
 PONG = dict(obs_shape=(4, 84, 84), num_actions=6)
-# NOTES.md: Nature CNN 77,984 (78,304 with LN after each conv); ReLU dueling noisy head 6,476,902 + 52,326 A.
+# Counted from the architecture (docs/deviations.md, "CReLU placement and width"): Nature CNN 77,984 (78,304 with LN
+# after each conv); ReLU dueling noisy head 6,476,902 + 52,326 A.
 # CReLU in the head with doubled input: the second layers see 1024 features, +52,224 (1 + A). Halve-output: the first
 # head layers have 256 units (2 (3136 * 256 + 256) per stream) and the second layers see 512 features again.
 BASE_PONG = 77_984 + 6_476_902 + 52_326 * 6
