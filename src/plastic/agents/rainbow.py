@@ -26,6 +26,7 @@ from plastic.agents.interventions import Interventions, ln_placement
 from plastic.agents.interventions import sections as intervention_sections
 from plastic.agents.distributional import project_distribution, support
 from plastic.config import TrainConfig
+from plastic.nets.noisy import noise_at_means
 from plastic.nets.rainbow import RainbowNetwork
 from plastic.plasticity.sam import sam_update
 from plastic.training.seeding import RandomStreams
@@ -174,11 +175,8 @@ class RainbowAgent:
 
     def _mean_q_values(self, network: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         """E[Z(s, a)] with the noisy layers at their means (C-CHAIN's churn is not the noise sample's change)."""
-        network.set_noisy(False)
-        try:
+        with noise_at_means(network):
             return (network(obs).exp() * self.atoms).sum(-1)
-        finally:
-            network.set_noisy(True)
 
     # ------------------------------------------------------------------ acting
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
@@ -201,11 +199,8 @@ class RainbowAgent:
         """Evaluation: target network with noisy layers at their means, epsilon_eval-greedy (paper §4.1; docs/deviations.md)."""
 
         def policy(obs: np.ndarray) -> np.ndarray:
-            self.target.set_noisy(False)
-            try:
+            with noise_at_means(self.target):
                 actions = self.greedy_actions(obs)
-            finally:
-                self.target.set_noisy(True)
             explore = rng.random(len(actions)) < self.rainbow.epsilon_eval
             return np.where(explore, rng.integers(self.num_actions, size=len(actions)), actions)
 
@@ -285,14 +280,9 @@ class RainbowAgent:
         """A deterministic loss of the online weights on `batch` (no augmentation, noisy layers at their means), for
         probes such as the Hessian's top eigenvalue; the noisy layers are noisy again on exit."""
         obs, action, reward, discount, next_obs = self._batch_tensors(batch, augmentation=False)
-        self.online.set_noisy(False)
-        self.target.set_noisy(False)
-        try:
+        with noise_at_means(self.online, self.target):
             target_probs = self.target_distribution(next_obs, reward, discount)
             yield lambda: self._per_sample_loss(obs, action, target_probs).mean()
-        finally:
-            self.online.set_noisy(True)
-            self.target.set_noisy(True)
 
     def probe_inputs(self, batch) -> torch.Tensor:
         return self._obs_tensor(batch.obs)

@@ -54,6 +54,10 @@ class Domain:
     """Scores are human-normalized (Atari, §4.1); otherwise raw returns."""
     encoder: str
     """The conv encoder (`plastic.nets`): "nature" (84x84 Atari frames), "minatar" (10x10 boards), "dmc"."""
+    random_score: str | None
+    """Where a random policy's score comes from (`training.evaluation.random_policy_score`): "reference" (paper
+    Table 7), "played" (played under the evaluation protocol: cheap on MinAtar) or None (not given: rendering DMC
+    episodes would cost as much as the evaluation)."""
     config_defaults: dict[str, Any] = field(default_factory=dict)
     """Config keys -> values for keys left at None (`plastic.config.resolve`)."""
 
@@ -70,23 +74,23 @@ class Domain:
 
 
 def _domain(name, agent, replay_ratio, sam_rho, reset_interval, action_repeat, eval_episodes, human_normalized,
-            encoder, **config_defaults) -> Domain:
+            encoder, random_score, **config_defaults) -> Domain:
     defaults = {"eval_episodes": eval_episodes, **{key.replace("__", "."): v for key, v in config_defaults.items()}}
     return Domain(name, agent, replay_ratio, sam_rho, reset_interval, action_repeat, eval_episodes, human_normalized,
-                  encoder, defaults)
+                  encoder, random_score, defaults)
 
 
 # Keyword `section__field` = config key `section.field`. The budget keys (`steps`, `env_steps`) apply only when
 # neither is given. DrQ augmentation is off on MinAtar: a ±4-cell shift would scramble its 10x10 binary boards
 # (docs/deviations.md, MinAtar protocol).
 DOMAINS: dict[str, Domain] = {
-    "atari": _domain("atari", "rainbow", 2, 0.1, 40_000, 4, 100, True, "nature", steps=100_000, crelu__placement="head",
-                     rainbow__augmentation=True, rainbow__hidden=512),
-    "minatar": _domain("minatar", "rainbow", 2, 0.1, 40_000, 1, 100, False, "minatar", steps=100_000, crelu__placement="head",
-                       rainbow__augmentation=False, rainbow__hidden=128),
+    "atari": _domain("atari", "rainbow", 2, 0.1, 40_000, 4, 100, True, "nature", "reference", steps=100_000,
+                     crelu__placement="head", rainbow__augmentation=True, rainbow__hidden=512),
+    "minatar": _domain("minatar", "rainbow", 2, 0.1, 40_000, 1, 100, False, "minatar", "played", steps=100_000,
+                       crelu__placement="head", rainbow__augmentation=False, rainbow__hidden=128),
     # rainbow.hidden: unused by SAC, recorded in config.json as it always was.
-    "dmc": _domain("dmc", "sac", 1, 0.01, 100_000, None, 10, False, "dmc", env_steps=2_000_000, crelu__placement="all",
-                   rainbow__hidden=512),
+    "dmc": _domain("dmc", "sac", 1, 0.01, 100_000, None, 10, False, "dmc", None, env_steps=2_000_000,
+                   crelu__placement="all", rainbow__hidden=512),
 }
 EXAMPLES = "e.g. atari:Pong, minatar:breakout, dmc:cheetah-run"
 

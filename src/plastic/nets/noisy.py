@@ -2,11 +2,13 @@
 
 y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b with eps_w = f(eps_out) f(eps_in)^T, f(x) = sign(x) sqrt|x|.
 Parameters are initialised as in the paper: mu ~ U(-1/sqrt(p), 1/sqrt(p)), sigma = sigma0 / sqrt(p) (sigma0 = 0.5).
-The noise lives in buffers; `reset_noise(generator)` draws a new sample, and `noisy=False` (evaluation) uses the means.
+The noise lives in buffers; `reset_noise(generator)` draws a new sample, and `noisy=False` (evaluation) uses the means;
+`noise_at_means(*modules)` sets that for a block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -59,3 +61,18 @@ class NoisyLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
+
+
+@contextlib.contextmanager
+def noise_at_means(*modules: nn.Module):
+    """Within the block, every `NoisyLinear` inside `modules` computes with its means (evaluation, probes, churn);
+    each layer's own setting is restored on exit. A no-op for modules without noisy layers."""
+    layers = [layer for module in modules for layer in module.modules() if isinstance(layer, NoisyLinear)]
+    previous = [layer.noisy for layer in layers]
+    for layer in layers:
+        layer.noisy = False
+    try:
+        yield
+    finally:
+        for layer, noisy in zip(layers, previous):
+            layer.noisy = noisy

@@ -103,8 +103,3 @@ class RainbowNetwork(nn.Module):
     def reset_noise(self, generator: torch.Generator | None = None) -> None:
         for layer in self.noisy_layers():
             layer.reset_noise(generator)
-
-    def set_noisy(self, noisy: bool) -> None:
-        for layer in self.noisy_layers():
-            layer.noisy = noisy
-

@@ -223,10 +223,8 @@ def random_scores(results: loading.Results) -> dict[str, float]:
     finished runs that recorded one: the line a learning curve is read against."""
     scores: dict[str, list[float]] = {}
     for run in results.runs:
-        if run.run_dir is not None:
-            value = _json_object(run.run_dir / "result.json").get("random_score")
-            if isinstance(value, (int, float)):
-                scores.setdefault(run.env, []).append(float(value))
+        if run.run_dir is not None and run.random_score is not None:
+            scores.setdefault(run.env, []).append(run.random_score)
     return {env: float(np.mean(values)) for env, values in scores.items()}
 
 

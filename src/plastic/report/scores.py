@@ -44,6 +44,7 @@ class RunScore:
     replay_ratio: int | None = None
     switches: frozenset[str] | None = None  # plasticity switches on ("ln", "sam", "crelu", "reset", ...), if known
     wall_time_s: float | None = None
+    random_score: float | None = None  # a uniformly random policy's score under the same protocol, if recorded
     source: str = ""  # where it came from, for messages
     run_dir: Path | None = None
 
@@ -135,6 +136,7 @@ def load_run(run_dir: Path) -> RunScore:
     replay_ratio = result.get("replay_ratio")
     wall_time = result.get("wall_time_s")
     switches = result.get("methods")
+    random_score = result.get("random_score")
     return RunScore(
         method=result["method"],
         env=env,
@@ -143,6 +145,7 @@ def load_run(run_dir: Path) -> RunScore:
         replay_ratio=int(replay_ratio) if replay_ratio is not None else None,
         switches=frozenset(str(s).lower() for s in switches) if isinstance(switches, list) else None,
         wall_time_s=_finite(wall_time, f"{path}: wall_time_s") if wall_time is not None else None,
+        random_score=_finite(random_score, f"{path}: random_score") if random_score is not None else None,
         source=str(run_dir),
         run_dir=run_dir,
     )

@@ -43,19 +43,21 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_id: str, *, episode
 
 def random_policy_score(env_id: str, num_actions: int | None, *, episodes: int, seed: int,
                         env_options: dict | None = None) -> float | None:
-    """The score a uniformly random policy gets, to read a trained agent's score against: on the 26 Atari-100k games
-    the published random score (paper Table 7); on MinAtar the mean over `episodes` whole episodes played here with
-    uniform random actions, on one evaluation-protocol env in this process (a second or two: MinAtar steps take
-    microseconds). None elsewhere (DMC, other Atari games), where playing it would cost as much as the evaluation."""
-    domain = env_id.split(":", 1)[0]
-    if domain == "atari":
+    """The score a uniformly random policy gets, to read a trained agent's score against, as the env's domain says
+    (`Domain.random_score`): on the 26 Atari-100k games the published random score (paper Table 7; None for other
+    games); on MinAtar the mean over `episodes` whole episodes played here with uniform random actions, on one
+    evaluation-protocol env in this process (a second or two: MinAtar steps take microseconds); None on DMC."""
+    from plastic.envs.domains import domain_of
+
+    source = domain_of(env_id).random_score
+    if source == "reference":
         from plastic.report.reference import atari_game, atari_reference_scores
 
         try:
             return float(atari_reference_scores()[atari_game(env_id)][0])
         except ValueError:
             return None
-    if domain != "minatar" or num_actions is None:
+    if source != "played" or num_actions is None:
         return None
     from plastic.envs import make_env
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from plastic.config import TrainConfig
+from plastic.nets.noisy import noise_at_means
 from plastic.training.schedules import Every
 
 
@@ -143,25 +144,6 @@ class ProbeHook(Hook):
             self.before, self.measured = state["before"], state["measured"]
 
 
-def _means(model):
-    """A context with the model's noisy layers at their means (when it has any), so that a noise redraw between two
-    forwards is not counted as a change of the function."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def context():
-        set_noisy = getattr(model, "set_noisy", None)
-        if set_noisy is not None:
-            set_noisy(False)
-        try:
-            yield
-        finally:
-            if set_noisy is not None:
-                set_noisy(True)
-
-    return context()
-
-
 def snapshot_update(agent, buffer, probe, rng: np.random.Generator) -> dict:
     """Before one update: the parameters (effective learning rate) and, for churn, a reference batch drawn with `rng`
     and the outputs on it. Tensors only, so that a checkpoint taken in between holds it."""
@@ -173,7 +155,7 @@ def snapshot_update(agent, buffer, probe, rng: np.random.Generator) -> dict:
     if probe.churn:
         batch = buffer.sample_uniform(min(probe.batch_size, len(buffer)), rng)
         churn = OutputChurn(_output_model(agent), agent.probe_inputs(batch))
-        with _means(agent.probe_model):
+        with noise_at_means(agent.probe_model):
             churn.snapshot()
         snapshot["churn_inputs"], snapshot["churn_before"] = churn.inputs, churn.before
     return snapshot
@@ -197,7 +179,7 @@ def measure_update(agent, before: dict) -> dict[str, float]:
 
         churn = OutputChurn(_output_model(agent), before["churn_inputs"])
         churn.before = before["churn_before"]
-        with _means(agent.probe_model):
+        with noise_at_means(agent.probe_model):
             for key, value in churn.measure().items():
                 metrics[f"probes/churn/{key}"] = value
     return metrics
