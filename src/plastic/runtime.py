@@ -49,6 +49,18 @@ _MKL_SHIM_NAME = "libplastic_mkl_avx512.so"
 _MKL_SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the system can give a new allocation without swapping (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def cache_dir() -> Path:
     """The user cache of plastic-rl: `$XDG_CACHE_HOME/plastic-rl`, by default `~/.cache/plastic-rl`."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

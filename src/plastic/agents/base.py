@@ -107,9 +107,11 @@ def make_adam(params: Iterable[torch.Tensor] | Iterable[dict], *, learning_rate:
 
 
 @torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- tau * target + (1 - tau) * online, parameter by parameter (the momentum target, Tables 5 and 6)."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1.0 - tau)
+def ema_update_(target: nn.Module | list[torch.Tensor], online: nn.Module | list[torch.Tensor], tau: float) -> None:
+    """target <- tau * target + (1 - tau) * online, parameter by parameter (the momentum target, Tables 5 and 6);
+    modules or matching lists of tensors."""
+    targets, onlines = (list(x.parameters()) if isinstance(x, nn.Module) else x for x in (target, online))
+    torch._foreach_lerp_(targets, onlines, 1.0 - tau)
 
 
 def count_parameters(module: nn.Module) -> int:

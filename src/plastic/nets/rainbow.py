@@ -72,8 +72,12 @@ class DuelingC51Head(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities over atoms, shape (batch, actions, atoms)."""
         # Under bf16 autocast the streams' matmuls are bf16; the dueling sum and log-softmax stay float32 (or wider).
-        value = at_least_float32(self.value(features)).view(-1, 1, self.num_atoms)
-        advantage = at_least_float32(self.advantage(features)).view(-1, self.num_actions, self.num_atoms)
+        return self.combine(self.value(features), self.advantage(features))
+
+    def combine(self, value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
+        """The dueling sum of the two streams' outputs (batch, atoms) and (batch, actions * atoms), log-softmaxed."""
+        value = at_least_float32(value).view(-1, 1, self.num_atoms)
+        advantage = at_least_float32(advantage).view(-1, self.num_actions, self.num_atoms)
         logits = value + advantage - advantage.mean(dim=1, keepdim=True)
         return torch.log_softmax(logits, dim=-1)
 

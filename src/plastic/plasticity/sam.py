@@ -34,7 +34,7 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -161,7 +161,7 @@ class SAM(torch.optim.Optimizer):
 
 
 def sam_update(
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     loss: torch.Tensor,
     loss_fn: Callable[[], torch.Tensor],
     *,
@@ -174,19 +174,27 @@ def sam_update(
     optimizer) or, for `SAM`: perturb to w + eps, `before_second_pass()` (e.g. draw fresh noisy-layer noise,
     App. B.4), back-propagate `loss_fn()`, and step from w with that gradient (Algorithm 1 lines 10-17).
     `before_step()` runs just before the parameters move (e.g. gradient clipping); its result is returned.
+
+    A sequence of optimizers (the seeds of a group, agents/seed_group.py, with `loss` the sum of their independent
+    losses) steps each one as above: every SAM perturbation is scaled by its own optimizer's gradient norm.
     """
-    optimizer.zero_grad(set_to_none=True)
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    for each in optimizers:
+        each.zero_grad(set_to_none=True)
     loss.backward()
-    if isinstance(optimizer, SAM):
-        optimizer.first_step(zero_grad=True)
+    if isinstance(optimizers[0], SAM):
+        for each in optimizers:
+            each.first_step(zero_grad=True)
         if before_second_pass is not None:
             before_second_pass()
         loss_fn().backward()
         result = before_step() if before_step is not None else None
-        optimizer.second_step(zero_grad=True)
+        for each in optimizers:
+            each.second_step(zero_grad=True)
         return result
     result = before_step() if before_step is not None else None
-    optimizer.step()
+    for each in optimizers:
+        each.step()
     return result
 
 

@@ -87,8 +87,9 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
-    """A comma list of integers and inclusive ranges: `0-4`, `2,4,8`, `0-2,7`."""
+def parse_int_list(text: str, flag: str, unique: bool = False) -> list[int]:
+    """A comma list of integers and inclusive ranges: `0-4`, `2,4,8`, `0-2,7`. Repeats are dropped, or refused when
+    `unique`."""
     values: list[int] = []
     for item in _items(text):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
@@ -98,7 +99,11 @@ def parse_int_list(text: str, flag: str) -> list[int]:
         if last < first:
             raise ValueError(f"{flag}: empty range {item!r} (write the smaller number first)")
         values.extend(range(first, last + 1))
-    return list(dict.fromkeys(values))
+    distinct = list(dict.fromkeys(values))
+    if unique and len(distinct) < len(values):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        raise ValueError(f"{flag}: {', '.join(map(str, repeated))} given more than once in {text!r}")
+    return distinct
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.utils._pytree import tree_map
 
 from plastic.training.files import atomic_write
 
@@ -30,13 +31,37 @@ def checkpoint_paths(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:09d}.pt"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
+
+
 def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int) -> Path:
-    path = Path(run_dir) / CHECKPOINT_DIR / f"step_{step:09d}.pt"
-    payload = {"format_version": FORMAT_VERSION, "step": step, **state, "complete": True}
+    """Write the checkpoint of `step` atomically, then keep only the newest `keep`."""
+    path = checkpoint_path(run_dir, step)
+    payload = {"format_version": FORMAT_VERSION, "step": step, **_own_storage(state), "complete": True}
     atomic_write(path, lambda handle: torch.save(payload, handle))
+    prune_checkpoints(run_dir, keep)
+    return path
+
+
+def _own_storage(state):
+    """`state` with every tensor that views a larger storage copied out: torch.save writes a tensor's whole storage,
+    and a seed group's weights are rows of tensors stacked over all its seeds (agents/seed_group.py)."""
+    def compact(value):
+        if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.nbytes:
+            return value.clone()
+        return value
+
+    return tree_map(compact, state)
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     for old in checkpoint_paths(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
-    return path
 
 
 def load_checkpoint(path: str | Path) -> dict:

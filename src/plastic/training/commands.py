@@ -30,6 +30,8 @@ def register(subparsers) -> None:
                                                      "ln,sam,crelu,reset,shrink_perturb,redo")
     train.add_argument("--replay-ratio", type=int, help="gradient updates per agent step (paper: 2, 4, 8)")
     train.add_argument("--seed", type=int)
+    train.add_argument("--seeds", metavar="LIST", help="train several seeds of this config together in one process, "
+                       "e.g. 0-7 or 0,3,5: each seed gets its own run directory in --out (docs/multi_seed.md)")
     train.add_argument("--steps", type=int, help="agent steps (default: Atari/MinAtar 100000)")
     train.add_argument("--env-steps", type=int, help="environment steps = agent steps x action repeat (DMC: the "
                        "task's, Atari: frame skip 4, MinAtar: 1), rounded up to whole agent steps; exclusive with "
@@ -123,6 +125,7 @@ def run_train(args) -> int:
     if not args.env and not listing:
         raise UserError("--env is required (e.g. --env atari:Pong or --env minatar:breakout), or --resume RUN_DIR")
     methods = [m.strip() for m in args.methods.replace("+", ",").split(",") if m.strip()]  # ln,sam = ln+sam
+    seeds = parse_seeds(args) if args.seeds is not None else None
     try:
         config = config_module.build(args.env, args.preset, methods, _cli_overrides(args))
         if not listing:
@@ -135,6 +138,10 @@ def run_train(args) -> int:
     if args.describe_config:
         print("\n".join(config_module.describe(config)))
         return 0
+    if seeds is not None:
+        configs = [config_module.build(args.env, args.preset, methods, {**_cli_overrides(args), "seed": seed})
+                   for seed in seeds]
+        return _start_group(configs, Path(args.out), args.seeds, progress=not args.no_progress)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(config)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"run directory {run_dir} already exists and is not empty; "
@@ -150,22 +157,106 @@ def run_train(args) -> int:
         raise
 
 
-def _resume(args) -> int:
+def parse_seeds(args) -> list[int]:
+    """`--seeds`: distinct non-negative integers and ranges (`0-7`, `0,3,5`); not with --seed or --run-dir."""
+    from plastic.sweep.grid import parse_int_list
+
+    if args.seed is not None:
+        raise UserError(f"give either --seed (one run) or --seeds (a group), not both (got --seed {args.seed} and "
+                        f"--seeds {args.seeds})")
+    if args.run_dir:
+        raise UserError("--seeds gives each seed its own run directory inside --out; --run-dir names a single run")
+    try:
+        seeds = parse_int_list(args.seeds, "--seeds", unique=True)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if not seeds:
+        raise UserError("--seeds: no seed given (e.g. --seeds 0-7 or --seeds 0,3,5)")
+    return seeds
+
+
+def check_group_memory(configs, flag_value: str) -> None:
+    """Refuse a group whose replay buffers would not fit in the memory available now (one-line error)."""
+    from plastic.runtime import available_memory_bytes
+    from plastic.training.loop import env_options, make_agent, make_buffer, resolve_device
+
+    available = available_memory_bytes()
+    if available is None:
+        return
+    from plastic.envs import make_env
+
+    config = configs[0]
+    env = make_env(config.env, seed=0, train=True, **env_options(config))
+    try:
+        per_seed = make_buffer(config, env, make_agent(config, env, resolve_device("cpu"))).nbytes
+    finally:
+        env.close()
+    needed = per_seed * len(configs)
+    if needed > 0.9 * available:
+        gib = 1 << 30
+        raise UserError(f"--seeds {flag_value}: {len(configs)} seeds need about {needed / gib:.1f} GiB of replay "
+                        f"memory ({per_seed / gib:.2f} GiB each), more than 90% of the {available / gib:.1f} GiB "
+                        f"available; use at most {max(int(0.9 * available // per_seed), 0)} seeds per process")
+
+
+def _start_group(configs, out: Path, flag_value: str, *, progress: bool) -> int:
+    """`plastic train --seeds`: a new seed group, one run directory per seed inside `out`."""
+    from plastic.training.group import write_group_file
+
+    run_dirs = [out / default_run_name(config) for config in configs]
+    for run_dir in run_dirs:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise UserError(f"run directory {run_dir} already exists and is not empty; continue its group with "
+                            f"--resume {run_dir}, or choose another --out")
+    try:
+        check_group_memory(configs, flag_value)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    write_group_file(run_dirs)
+    print(f"run directories: {', '.join(str(d) for d in run_dirs)}", flush=True)
+    return _run_group(configs, run_dirs, resume=False, progress=progress)
+
+
+def _run_group(configs, run_dirs: list[Path], *, resume: bool, progress: bool) -> int:
+    from plastic.training.group import SeedGroupTrainer
+    from plastic.training.loop import TrainingInterrupted
+
+    try:
+        SeedGroupTrainer(configs, run_dirs, progress=progress).run(resume=resume)
+    except TrainingInterrupted as stop:
+        print(f"\n{stop}\nresume the group with: plastic train --resume {run_dirs[0]}", file=sys.stderr,
+              flush=True)
+        return 128 + stop.signum
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return 0
+
+
+def _resume_group(args, members: list[Path]) -> int:
+    """`--resume` of a seed group's member: every unfinished member continues, together."""
+    from plastic.training.group import unfinished
+
+    remaining = unfinished(members)
+    if not remaining:
+        raise UserError(f"--resume {args.resume}: every run of its seed group already finished")
+    configs = [_resumable_config(args, run_dir) for run_dir in remaining]
+    return _run_group(configs, remaining, resume=True, progress=not args.no_progress)
+
+
+def _resumable_config(args, run_dir: Path):
+    """The saved config of a run that can be continued, with the runtime options --resume may change."""
     from plastic import config as config_module
     from plastic.training.checkpoint import checkpoint_paths
     from plastic.training.loop import CONFIG_FILE, RESULT_FILE
 
-    run_dir = Path(args.resume)
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"--resume {run_dir}: not a run directory (no {CONFIG_FILE})")
     if (run_dir / RESULT_FILE).exists():
         raise UserError(f"--resume {run_dir}: the run already finished ({RESULT_FILE} exists)")
     if not checkpoint_paths(run_dir):
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from; start it again with --run-dir")
-    if (args.env or args.overrides or args.methods or args.steps is not None or args.env_steps is not None
-            or args.backbone_checkpoint):
-        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--env-steps/--set/"
-                        "--backbone-checkpoint cannot be combined with it")
     try:
         config = config_module.load(run_dir / CONFIG_FILE)
         config_module.resolve(config)
@@ -177,7 +268,21 @@ def _resume(args) -> int:
         config.threads = args.threads
     if args.keep_replay:
         config.keep_replay = True
-    return _run(config, run_dir, resume=True, progress=not args.no_progress)
+    return config
+
+
+def _resume(args) -> int:
+    from plastic.training.group import group_members
+
+    run_dir = Path(args.resume)
+    if (args.env or args.overrides or args.methods or args.steps is not None or args.env_steps is not None
+            or args.backbone_checkpoint or args.seeds):
+        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--env-steps/--set/"
+                        "--backbone-checkpoint/--seeds cannot be combined with it")
+    members = group_members(run_dir)
+    if members is not None:
+        return _resume_group(args, members)
+    return _run(_resumable_config(args, run_dir), run_dir, resume=True, progress=not args.no_progress)
 
 
 def _run(config, run_dir: Path, *, resume: bool, progress: bool) -> int:

@@ -25,7 +25,7 @@ import torch
 from plastic import __version__
 from plastic.config import TrainConfig, save as save_config
 from plastic.runtime import tune_allocator
-from plastic.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from plastic.training.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
 from plastic.training.evaluation import evaluate
 from plastic.training.files import atomic_write_text
 from plastic.training.hooks import build_hooks
@@ -134,12 +134,16 @@ class Trainer:
             "hooks": {type(hook).__name__: hook.state_dict() for hook in self.hooks},
         }
 
-    def _restore(self) -> dict:
-        """The inverse of `_state`: continue from the run directory's latest checkpoint; returns the logger's state."""
-        loaded = load_latest_checkpoint(self.run_dir)
-        if loaded is None:
-            raise ValueError(f"{self.run_dir} has no readable checkpoint to resume from")
-        state, path = loaded
+    def _restore(self, path: Path | None = None) -> dict:
+        """The inverse of `_state`: continue from checkpoint `path` (default: the run directory's latest); returns
+        the logger's state."""
+        if path is None:
+            loaded = load_latest_checkpoint(self.run_dir)
+            if loaded is None:
+                raise ValueError(f"{self.run_dir} has no readable checkpoint to resume from")
+            state, path = loaded
+        else:
+            state = load_checkpoint(path)
         self.agent.load_state_dict(state["agent"])
         if state["buffer"] is None:
             raise ValueError(f"{path} holds no replay buffer (the run finished without --keep-replay): it can be "
@@ -163,6 +167,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self, resume: bool = False) -> dict:
+        self.open(resume)
+        previous = self._catch_signals()
+        try:
+            self._loop()
+            result = self.finish()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.close()
+        return result
+
+    def open(self, resume: bool, checkpoint: Path | None = None, *, quiet: bool = False) -> None:
+        """Build the run and start it, or continue it from `checkpoint` (default: the latest) when `resume`;
+        `quiet`: no run header (a seed group prints one for all its members)."""
         config = self.config
         self._build(resume)
         self.step, self.episodes, self.update_time_s, self.elapsed_before = 0, 0, 0.0, 0.0
@@ -171,7 +189,7 @@ class Trainer:
         self.updates_per_s = math.nan  # the last logged window's rate, shown by the progress bar until the next one
         logger_state = None
         if resume:
-            logger_state = self._restore()
+            logger_state = self._restore(checkpoint)
         else:
             self.obs, _ = self.env.reset()
             self.buffer.start_episode(self.obs)
@@ -182,20 +200,18 @@ class Trainer:
             from plastic.config import to_dict
 
             wandb_config = {"project": config.wandb_project, **to_dict(config)}
-        if not resume:
+        if not resume and not quiet:
             self._print_header()  # before the progress bar, so that the bar stays below it
         self.logger = RunLogger(self.run_dir, total_steps=config.steps, start_step=self.step, state=logger_state,
                                 progress=self.progress, wandb_config=wandb_config)
-        previous = self._catch_signals()
-        try:
-            self._loop()
-            result = self._finish()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            self.logger.close()
-            self.env.close()
-        return result
+        # Schedules over the updates (Rainbow's importance exponent) run from 0 at the first update (the step that
+        # reaches learning_starts) to 1 at the last step.
+        self.first_update_step = max(self.agent.learning_starts, 1)
+        self._start_window()
+
+    def close(self) -> None:
+        self.logger.close()
+        self.env.close()
 
     def _catch_signals(self) -> dict:
         """SIGINT/SIGTERM only set `stop_signal`: the loop checkpoints at the end of the step and stops. Returns the
@@ -223,26 +239,37 @@ class Trainer:
 
     def _loop(self) -> None:
         """Algorithm 1 / 2: act, store, `replay_ratio` updates per agent step (hooks after each), hooks per step."""
-        config, agent, buffer, env = self.config, self.agent, self.buffer, self.env
-        # Schedules over the updates (Rainbow's importance exponent) run from 0 at the first update (the step that
-        # reaches learning_starts) to 1 at the last step.
-        first_update_step = max(agent.learning_starts, 1)
-        update_steps = max(config.steps - first_update_step, 1)
-        self._start_window()
-        while self.step < config.steps:
-            action = agent.act(self.obs, self.step)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            buffer.add(action, agent.transform_reward(reward), next_obs, terminated, truncated)
-            self.step += 1
-            metrics = self._episode_end(info, next_obs, terminated or truncated)
-            if self.step >= agent.learning_starts:
-                metrics.update(self._replay_updates((self.step - first_update_step) / update_steps))
-            for hook in self.hooks:
-                metrics.update(hook.after_step(agent, buffer, self.step))
-            self._log(metrics)
+        while self.step < self.config.steps:
+            metrics = self.env_step()
+            if self.updating:
+                metrics.update(self._replay_updates(self.update_progress))
+            self.end_step(metrics)
             self._checkpoint_or_stop()
 
     # ------------------------------------------------------------------------------------------------- loop helpers
+    def env_step(self) -> dict[str, float]:
+        """Act, step the env, store the transition; the finished episode's return, if any."""
+        action = self.agent.act(self.obs, self.step)
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        self.buffer.add(action, self.agent.transform_reward(reward), next_obs, terminated, truncated)
+        self.step += 1
+        return self._episode_end(info, next_obs, terminated or truncated)
+
+    @property
+    def updating(self) -> bool:
+        return self.step >= self.agent.learning_starts
+
+    @property
+    def update_progress(self) -> float:
+        """Where this step's updates are in the updates' schedule: 0 at the first update, 1 at the last step."""
+        return (self.step - self.first_update_step) / max(self.config.steps - self.first_update_step, 1)
+
+    def end_step(self, metrics: dict[str, float]) -> None:
+        """The hooks' per-step work, then logging (evaluation when due) and progress."""
+        for hook in self.hooks:
+            metrics.update(hook.after_step(self.agent, self.buffer, self.step))
+        self._log(metrics)
+
     def _episode_end(self, info: dict, next_obs, done: bool) -> dict[str, float]:
         """Record a finished game's return (`info["episode"]`) and start the next episode when this one ended."""
         metrics: dict[str, float] = {}
@@ -262,14 +289,21 @@ class Trainer:
         """`replay_ratio` gradient updates, each followed by the hooks' `after_update`; timed for updates/s."""
         started, metrics = time.perf_counter(), {}
         for _ in range(self.config.replay_ratio):
-            self.last_update_metrics = self.agent.update(self.buffer, progress=progress)
-            for hook in self.hooks:
-                metrics.update(hook.after_update(self.agent, self.buffer))
-        spent = time.perf_counter() - started
-        self.update_time_s += spent
-        self.window_update_time += spent
-        self.window_updates += self.config.replay_ratio
+            metrics.update(self.after_update(self.agent.update(self.buffer, progress=progress)))
+        self.count_update_time(time.perf_counter() - started, self.config.replay_ratio)
         return metrics
+
+    def after_update(self, losses: dict[str, float]) -> dict[str, float]:
+        """Keep the update's losses for the next log line; the hooks' `after_update` metrics."""
+        self.last_update_metrics, metrics = losses, {}
+        for hook in self.hooks:
+            metrics.update(hook.after_update(self.agent, self.buffer))
+        return metrics
+
+    def count_update_time(self, seconds: float, updates: int) -> None:
+        self.update_time_s += seconds
+        self.window_update_time += seconds
+        self.window_updates += updates
 
     def _start_window(self) -> None:
         """A logging window: the steps and updates since the last log line, for steps/s and updates/s."""
@@ -297,12 +331,18 @@ class Trainer:
 
     def _checkpoint_or_stop(self) -> None:
         """Every `checkpoint_every` steps a checkpoint; on SIGINT/SIGTERM one more, then `TrainingInterrupted`."""
-        config = self.config
         if self.stop_signal is not None:
-            path = save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
-            raise TrainingInterrupted(self.stop_signal, path)
-        if self.step % config.checkpoint_every == 0 and self.step < config.steps:
-            save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
+            raise TrainingInterrupted(self.stop_signal, self.save())
+        if self.checkpoint_due:
+            self.save()
+
+    @property
+    def checkpoint_due(self) -> bool:
+        return self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps
+
+    def save(self, keep: int | None = None) -> Path:
+        """A checkpoint of this step; the newest `keep` (default `keep_checkpoints`) are kept."""
+        return save_checkpoint(self.run_dir, self.step, self._state(), keep or self.config.keep_checkpoints)
 
     def _evaluate(self, episodes: int, seed_offset: int = 0) -> list[float]:
         # Evaluation has its own RNG and envs, so it never changes the training run's randomness.
@@ -320,7 +360,7 @@ class Trainer:
                                    episodes=self.config.eval_episodes, seed=env_seed,
                                    env_options=env_options(self.config))
 
-    def _finish(self) -> dict:
+    def finish(self) -> dict:
         config = self.config
         save_checkpoint(self.run_dir, self.step, self._state(), config.keep_checkpoints)
         train_time = self.elapsed()
