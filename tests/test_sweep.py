@@ -118,7 +118,7 @@ def test_env_groups_are_the_papers_benchmarks():
                                                                    "minatar:space_invaders"]  # fmt: skip
     with pytest.raises(ValueError, match="unknown env group or env id 'atari100'"):
         parse_envs("atari100")
-    with pytest.raises(ValueError, match="bad method"):
+    with pytest.raises(ValueError, match="unknown method 'pla stic'"):
         parse_methods("base,pla stic")
 
 

@@ -1,6 +1,7 @@
 """`plastic train` and `plastic eval`.
 
-    plastic train --env atari:Pong --preset plastic --replay-ratio 2 --seed 0 --steps 100000 --out runs/
+    plastic train --env atari:Pong --method plastic --replay-ratio 2 --seed 0 --steps 100000 --out runs/
+    plastic train --env minatar:breakout --method plastic-dagger+l2_init   # = --preset plastic-dagger --methods l2_init
     plastic train --resume runs/atari-Pong_plastic_rr2_s0
     plastic eval runs/atari-Pong_plastic_rr2_s0 --eval-episodes 100
 
@@ -24,10 +25,12 @@ def register(subparsers) -> None:
         description="Train one run. Writes config.json, metrics.jsonl, TensorBoard events, checkpoints and "
                     "result.json into the run directory.")
     train.add_argument("--env", help="env id: atari:<Game>, minatar:<game>, dmc:<domain>-<task>")
-    train.add_argument("--preset", default="base", help="base, a single method, plastic, plastic-dagger, "
-                                                        "plastic-official (see `plastic train --list-presets`)")
-    train.add_argument("--methods", default="", help="comma list of switches added on top of the preset: "
-                                                     "ln,sam,crelu,reset,shrink_perturb,redo")
+    train.add_argument("--method", metavar="SPEC", help="the method: a preset or a switch, then +SWITCH... added on "
+                       "top, e.g. plastic, plastic-dagger+l2_init, base+ln+sam (presets: --list-presets; default base)")
+    train.add_argument("--preset", help="older spelling: --preset P --methods a,b is --method P+a+b (base, a single "
+                       "method, plastic, plastic-dagger, plastic-official, reset-dagger)")
+    train.add_argument("--methods", default="", help="older spelling: switches added on top of --preset, comma or + "
+                       "separated: ln,sam,crelu,reset,shrink_perturb,redo,l2_init,...")
     train.add_argument("--replay-ratio", type=int, help="gradient updates per agent step (paper: 2, 4, 8)")
     train.add_argument("--seed", type=int)
     train.add_argument("--steps", type=int, help="agent steps (default: Atari/MinAtar 100000)")
@@ -122,9 +125,9 @@ def run_train(args) -> int:
     listing = args.list_config or args.describe_config
     if not args.env and not listing:
         raise UserError("--env is required (e.g. --env atari:Pong or --env minatar:breakout), or --resume RUN_DIR")
-    methods = [m.strip() for m in args.methods.replace("+", ",").split(",") if m.strip()]  # ln,sam = ln+sam
     try:
-        config = config_module.build(args.env, args.preset, methods, _cli_overrides(args))
+        method = method_spec(args.method, args.preset, args.methods)
+        config = config_module.build(args.env, method.preset, list(method.switches), _cli_overrides(args))
         if not listing:
             _check_env(config.env)
     except ValueError as error:
@@ -150,6 +153,22 @@ def run_train(args) -> int:
         raise
 
 
+def method_spec(method: str | None, preset: str | None, methods: str):
+    """The run's method from `--method SPEC`, or from the older `--preset P --methods a,b`; both given must agree."""
+    from plastic.methods import from_preset_and_switches, parse_method
+
+    older = from_preset_and_switches(preset or "base", methods)
+    if method is None:
+        return older
+    spec = parse_method(method, "--method")
+    preset_differs = preset is not None and preset != spec.preset
+    if preset_differs or (methods.strip() and set(older.switches) != set(spec.switches)):
+        given = f"--preset {preset}" if preset_differs else f"--methods {methods}"
+        raise ValueError(f"--method {method} and {given} disagree (--method {method} is --preset {spec.preset} "
+                         f"--methods {','.join(spec.switches) or '(none)'}); give only --method")
+    return spec
+
+
 def _resume(args) -> int:
     from plastic import config as config_module
     from plastic.training.checkpoint import checkpoint_paths
@@ -162,9 +181,9 @@ def _resume(args) -> int:
         raise UserError(f"--resume {run_dir}: the run already finished ({RESULT_FILE} exists)")
     if not checkpoint_paths(run_dir):
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from; start it again with --run-dir")
-    if (args.env or args.overrides or args.methods or args.steps is not None or args.env_steps is not None
-            or args.backbone_checkpoint):
-        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--env-steps/--set/"
+    if (args.env or args.overrides or args.method or args.methods or args.steps is not None
+            or args.env_steps is not None or args.backbone_checkpoint):
+        raise UserError("--resume continues a run with its saved config; --env/--method(s)/--steps/--env-steps/--set/"
                         "--backbone-checkpoint cannot be combined with it")
     try:
         config = config_module.load(run_dir / CONFIG_FILE)
