@@ -118,7 +118,7 @@ def test_env_groups_are_the_papers_benchmarks():
                                                                    "minatar:space_invaders"]  # fmt: skip
     with pytest.raises(ValueError, match="unknown env group or env id 'atari100'"):
         parse_envs("atari100")
-    with pytest.raises(ValueError, match="bad method"):
+    with pytest.raises(ValueError, match="unknown method 'pla stic'"):
         parse_methods("base,pla stic")
 
 
@@ -280,6 +280,29 @@ def test_progress_counts_trials_and_steps(tmp_path):
     assert progress.steps_done() == 400 + 100
     assert progress.line().startswith("sweep: 1/2 finished, 1 running, 0 failed, 0 pending | ")
     assert "ETA" in progress.line()
+
+
+def test_progress_rate_counts_only_steps_made_since_the_sweep_started(tmp_path):
+    """A trial resumed from its checkpoint goes back below the step the sweep first saw (its metrics.jsonl is cut
+    back): the rate counts what it computes from its lowest step on, never a negative rate."""
+    manifest = new_manifest(tmp_path / "sweep", ["base"], [0, 1], steps=400)
+    resumed, fresh = manifest.trials.values()
+    resumed.status = "pending"
+    run_dir = manifest.run_dir(resumed.trial)
+    run_dir.mkdir(parents=True)
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_text(json.dumps({"step": 300}) + "\n")
+    now = [100.0]
+    progress = Progress(manifest, sys.stdout, clock=lambda: now[0])
+    metrics.write_text(json.dumps({"step": 200}) + "\n")  # resumed from the checkpoint at 200
+    now[0] = 110.0
+    assert " | 0 env-steps/s | " in progress.line()  # was (200 - 300) / 10 = -10
+    metrics.write_text(json.dumps({"step": 350}) + "\n")
+    fresh.status = "finished"  # 0 -> 400 during this command
+    now[0] = 125.0
+    # (350 - 200) + (400 - 0) = 550 steps in 25 s = 22/s; 400 - 350 = 50 steps left: 50 / 22 s = 0:00:02
+    assert progress.line() == ("sweep: 1/2 finished, 0 running, 0 failed, 1 pending | 22 env-steps/s | "
+                               "elapsed 0:00:25 | ETA 0:00:02")
 
 
 def test_killing_the_sweep_then_rerunning_finishes_only_the_missing_trials(tmp_path, fake):

@@ -134,13 +134,14 @@ def test_too_many_cpus_per_trial_is_refused(tmp_path, capsys):
 
 
 def test_dry_run_lists_the_trials_and_runs_nothing(tmp_path, capsys):
-    assert main(["sweep", *GRID, "--out", str(tmp_path / "sweep"), "--set", "lr=0.001", "--dry-run"]) == 0
+    assert main(["sweep", *GRID, "--out", str(tmp_path / "sweep"), "--set", "rainbow.learning_rate=0.001",
+                 "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "4 trials"
     assert out[0] == (
         f"start     minatar_breakout/base/rr2/seed0: python -m plastic train --env minatar:breakout --preset base "
         f"--replay-ratio 2 --seed 0 --steps 400 --run-dir {tmp_path}/sweep/runs/minatar_breakout/base/rr2/seed0 "
-        f"--device cpu --threads 1 --no-progress --set lr=0.001"
+        f"--device cpu --threads 1 --no-progress --set rainbow.learning_rate=0.001"
     )
     assert not (tmp_path / "sweep").exists()
 

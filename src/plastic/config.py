@@ -2,7 +2,7 @@
 
 A config is built in three layers, each stated once: the dataclass defaults below (the paper's Table 5 / Table 6
 values), a preset (`plastic/presets/<name>.toml`, which lists only its differences from `base`), then the user's
-`--methods` and `--set` overrides. Values that depend on the domain (SAM's rho, the reset interval, the learning
+`--method` and `--set` overrides. Values that depend on the domain (SAM's rho, the reset interval, the learning
 rate on DMC, the budget, the evaluation episodes, CReLU's placement, DMC's action repeat) default to `None` and are
 resolved by `resolve()` from the env id (the plain per-domain values in `DOMAIN_DEFAULTS`), so that they are never
 configured twice. A wrong key or a value of the wrong type is a `ValueError` naming it; nothing is silently ignored.
@@ -148,12 +148,11 @@ class TrainConfig:
 
     @property
     def method_label(self) -> str:
-        """Display name used to group runs in reports: the preset, plus any switch added on top of it."""
-        from plastic.presets import load_preset
+        """Display name used to group runs in reports: the preset, plus any switch added on top of it, in the paper's
+        order (`plastic.methods.method_label`)."""
+        from plastic.methods import method_label
 
-        preset_methods = {name for name in METHODS if load_preset(self.preset).get(name, {}).get("enabled")}
-        extra = [name for name in self.methods if name not in preset_methods]
-        return "+".join([self.preset, *extra])
+        return method_label(self.preset, self.methods)
 
 
 # --------------------------------------------------------------------------------------------- load and save

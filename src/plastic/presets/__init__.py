@@ -2,7 +2,7 @@
 
 `base` is DrQ(ε)-Rainbow / DrQ-SAC with no plasticity method; single-method presets switch one on; `plastic` and
 `plastic-dagger` are the paper's PLASTIC and PLASTIC† (§4); `plastic-official` reproduces the public code's effective
-settings (docs/deviations.md), minus its bugs. Any combination is `--preset base --methods ln,sam,...`.
+settings (docs/deviations.md), minus its bugs. Any combination is `--method base+ln+sam+...` (`plastic.methods`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     grid = parser.add_argument_group("the grid (--envs, --methods, --seeds and --out required for a new sweep)")
     grid.add_argument("--envs", help="comma list of env groups (atari100k, dmc-medium, minatar) and env ids "
                       "(minatar:breakout, atari:Pong, dmc:cheetah-run)")  # fmt: skip
-    grid.add_argument("--methods", help="comma list of presets, each optionally with switches: base,plastic,base+sam")
+    grid.add_argument("--methods", help="comma list of methods, each a preset or a switch, then +SWITCH... added on "
+                      "top (as `plastic train --method`): base,plastic,plastic-dagger,base+sam+crelu")
     grid.add_argument("--seeds", help="seeds: 0-4, or 0,3,7")
     grid.add_argument("--replay-ratio", help="comma list of replay ratios: 2,4,8 (default: each domain's, as "
                       "`plastic train`: 2 on Atari and MinAtar, 1 on DMC)")  # fmt: skip
@@ -108,6 +109,7 @@ def _new_or_existing_manifest(args):
     if args.env_steps is not None:
         grid["env_steps"] = args.env_steps
     train_args = _train_args(args)
+    _check_configs(grid["envs"], grid["methods"], args.set)
     manifest = Manifest.create(args.out, grid, train_args, options={},  # validates the grid
                                steps=None if args.steps is not None else _agent_steps(args, grid["envs"]))
     if (args.out / MANIFEST_NAME).exists():
@@ -119,6 +121,24 @@ def _new_or_existing_manifest(args):
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"{args.out} exists and is not a sweep (no {MANIFEST_NAME}); use another --out")
     return manifest
+
+
+def _check_configs(envs: list[str], methods: list[str], assignments: list[str]) -> None:
+    """Build each (env, method)'s config as its trial will, so that what `plastic train` would refuse (a method a
+    domain lacks, such as c_chain on DMC, or a bad --set) fails here, before any trial starts."""
+    from plastic.config import build, parse_overrides
+    from plastic.methods import parse_method
+
+    overrides = parse_overrides(assignments)
+    for env in envs:
+        build(env, overrides=overrides)  # --set alone
+    for method in methods:
+        spec = parse_method(method, "--methods")
+        for env in envs:
+            try:
+                build(env, spec.preset, list(spec.switches), overrides)
+            except ValueError as error:
+                raise ValueError(f"--methods {method} on {env}: {error}") from None
 
 
 def _agent_steps(args, envs: list[str]) -> dict[str, int]:

@@ -4,8 +4,10 @@ A sweep is the cross product envs x methods x replay ratios x seeds, as in the p
 5-10 seeds x 6-12 methods x replay ratios 2/4/8). Each point is one `Trial`, which becomes one ordinary
 `plastic train` run directory under `<sweep>/runs/`.
 
-A method is a preset name (`base`, `plastic`, `plastic-dagger`, ...), optionally followed by switches to turn on
-top of it: `base+sam+crelu` runs `plastic train --preset base --methods sam,crelu`, for ablations.
+A method is `plastic train --method`'s `PRESET[+SWITCH...]` (`plastic.methods`): a preset (`base`, `plastic`,
+`plastic-dagger`, ...) or a switch, optionally followed by switches to turn on top of it: `base+sam+crelu` runs
+`plastic train --preset base --methods sam,crelu`, for ablations. The trial's directory is named by the method as
+written.
 """
 
 from __future__ import annotations
@@ -79,12 +81,18 @@ def parse_envs(text: str) -> list[str]:
 
 
 def parse_methods(text: str) -> list[str]:
-    """`--methods`: a comma list of `PRESET[+SWITCH...]`."""
-    methods = _items(text)
-    for method in methods:
-        if not all(_NAME.match(part) for part in method.split("+")):
-            raise ValueError(f"--methods: bad method {method!r}; use PRESET or PRESET+SWITCH+... (e.g. base+sam)")
-    return list(dict.fromkeys(methods))
+    """`--methods`: a comma list of `PRESET[+SWITCH...]`, each name checked against the presets and switches, as
+    their spellings (`MethodSpec.spelling`: the trial ids). Two spellings of one run (`base+ln+sam`, `base+sam+ln`)
+    are refused: the report would count the two as one method with twice the seeds."""
+    from plastic.methods import parse_method_list
+
+    seen: dict[str, str] = {}
+    for spec in parse_method_list(text, "--methods"):
+        if spec.label in seen:
+            raise ValueError(f"--methods: {seen[spec.label]!r} and {spec.spelling!r} are the same method "
+                             f"({spec.label}); give it once")
+        seen[spec.label] = spec.spelling
+    return list(seen.values())
 
 
 def parse_int_list(text: str, flag: str, unique: bool = False) -> list[int]:

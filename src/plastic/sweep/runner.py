@@ -163,32 +163,41 @@ def _format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Trials finished/running/failed, aggregate env-steps/s since this command started, and the ETA."""
+    """Trials finished/running/failed, aggregate env-steps/s since this command started, and the ETA.
 
-    def __init__(self, manifest: Manifest, stream: TextIO):
-        self.manifest, self.stream = manifest, stream
-        self.start_time = time.monotonic()
-        self.start_steps = self.steps_done()
+    The rate counts, per trial, the steps above the lowest step seen since this command started: a trial resumed from
+    its last checkpoint goes back below the step it had logged (its metrics.jsonl is cut back to the checkpoint), and
+    only what it computes from there on is progress, never a negative rate. `clock`: seconds (tests pass their own)."""
 
-    def _steps(self) -> tuple[int, int]:
-        """(env steps done, env steps still to do) over the trials not failed."""
-        done = remaining = 0
-        for record in self.manifest.trials.values():
-            if record.status == "finished":
-                done += record.trial.steps
-            elif record.status in ("running", "pending"):
-                partial = min(record.trial.steps, last_step(self.manifest.run_dir(record.trial)))
-                done, remaining = done + partial, remaining + record.trial.steps - partial
-        return done, remaining
+    def __init__(self, manifest: Manifest, stream: TextIO, clock: Callable[[], float] = time.monotonic):
+        self.manifest, self.stream, self.clock = manifest, stream, clock
+        self.start_time = clock()
+        self._lowest: dict[str, int] = {}  # trial id -> its lowest step seen since this command started
+        self._steps()
+
+    def _steps(self) -> tuple[int, int, int]:
+        """(env steps done, env steps made since this command started, env steps still to do) over the trials not
+        failed."""
+        done = made = remaining = 0
+        for trial_id, record in self.manifest.trials.items():
+            if record.status == "failed":
+                continue
+            step = record.trial.steps
+            if record.status != "finished":
+                step = min(step, last_step(self.manifest.run_dir(record.trial)))
+                remaining += record.trial.steps - step
+            lowest = self._lowest[trial_id] = min(step, self._lowest.get(trial_id, step))
+            done, made = done + step, made + step - lowest
+        return done, made, remaining
 
     def steps_done(self) -> int:
         return self._steps()[0]
 
     def line(self) -> str:
         counts = self.manifest.counts()
-        done, remaining = self._steps()
-        elapsed = time.monotonic() - self.start_time
-        rate = (done - self.start_steps) / elapsed if elapsed > 0 else 0.0
+        _, made, remaining = self._steps()
+        elapsed = self.clock() - self.start_time
+        rate = made / elapsed if elapsed > 0 else 0.0
         eta = _format_duration(remaining / rate) if rate > 0 else "?"
         return (
             f"sweep: {counts['finished']}/{len(self.manifest.trials)} finished, {counts['running']} running, "

@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenario", default="input", help="input, label, or both (comma list); default input")
     parser.add_argument(
         "--methods", default="base,plastic",
-        help="comma list of methods: base, ln, sam, crelu, reset, redo, combinations joined with + (ln+sam), "
-        "plastic (= ln+sam+crelu+reset), or 'combinations' for all 16 of ln/sam/crelu/reset; default base,plastic",
+        help="comma list of methods, as `plastic train --method`: base, plastic (= ln+sam+crelu+reset) or a switch "
+        "(ln, sam, crelu, reset, redo, l2_init, hare_tortoise, nap, regrama, parseval, c_chain), then +SWITCH... "
+        "(ln+sam, plastic+redo); or 'combinations' for all 16 of ln/sam/crelu/reset; default base,plastic",
     )
     parser.add_argument("--seeds", type=int, default=30, help="number of seeds (0..N-1); default 30 as in the paper")
     parser.add_argument("--dataset", choices=("cifar10", "digits"), default="cifar10")

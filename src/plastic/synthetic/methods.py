@@ -1,15 +1,19 @@
 """Methods of the synthetic experiments: a method is a set of the toolkit's switches (LN, SAM, CReLU, Reset, ReDo, and
 the later interventions of docs/toolkit.md: l2_init, parseval, nap, hare_tortoise, c_chain, regrama).
 
-Names join switches with `+` in `SWITCHES` order (`"ln+sam"`), `"base"` for none, `"plastic"` for LN + SAM + CReLU +
-Reset; a comma list (`"base,crelu,ln+sam,plastic"`) names several, and `"combinations"` all 16 on/off combinations
-of LN, SAM, CReLU, Reset.
+Methods are written in the grammar of `plastic train --method` (`plastic.methods`): a preset or a switch, then
+`+SWITCH...` (`"ln+sam"`, `"plastic+redo"`), limited to the presets that only turn on switches these experiments have
+(`base`, `plastic` = LN + SAM + CReLU + Reset, the single-method ones); a comma list (`"base,crelu,ln+sam,plastic"`)
+names several, and `"combinations"` all 16 on/off combinations of LN, SAM, CReLU, Reset. Names are canonical: the
+switches joined with `+` in `SWITCHES` order (`"sam+ln"` is `"ln+sam"`), `"base"` for none, `"plastic"` for the four.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+
+from plastic.methods import parse_method, switch_only_presets
 
 SWITCHES = ("ln", "sam", "crelu", "reset", "redo", "l2_init", "hare_tortoise", "nap", "regrama", "parseval", "c_chain")
 PLASTIC = ("ln", "sam", "crelu", "reset")
@@ -28,19 +32,11 @@ class Method:
 
     @classmethod
     def parse(cls, text: str) -> Method:
-        """`"base"`, `"plastic"` (= ln+sam+crelu+reset) or switches joined with `+` (`"ln+sam"`)."""
-        switches: set[str] = set()
-        for part in text.strip().lower().split("+"):
-            part = part.strip()
-            if part == "base":
-                continue
-            if part == "plastic":
-                switches.update(PLASTIC)
-            elif part in SWITCHES:
-                switches.add(part)
-            else:
-                raise ValueError(f"unknown method {part!r} in {text!r}; allowed: base, plastic, {', '.join(SWITCHES)} joined with +")
-        return cls(frozenset(switches))
+        """`"base"`, `"plastic"` (= ln+sam+crelu+reset), a switch, then `+SWITCH...` (`"ln+sam"`); a switch or preset
+        of `plastic train` that these experiments lack (shrink_perturb, plastic-dagger) is a one-line ValueError."""
+        spec = parse_method(text.strip().lower(), "--methods", switches=SWITCHES,
+                            presets=switch_only_presets(SWITCHES), where=" in plastic synthetic")
+        return cls(frozenset(spec.enabled))
 
     @property
     def name(self) -> str:

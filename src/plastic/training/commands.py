@@ -1,6 +1,7 @@
 """`plastic train` and `plastic eval`.
 
-    plastic train --env atari:Pong --preset plastic --replay-ratio 2 --seed 0 --steps 100000 --out runs/
+    plastic train --env atari:Pong --method plastic --replay-ratio 2 --seed 0 --steps 100000 --out runs/
+    plastic train --env minatar:breakout --method plastic-dagger+l2_init   # = --preset plastic-dagger --methods l2_init
     plastic train --resume runs/atari-Pong_plastic_rr2_s0
     plastic eval runs/atari-Pong_plastic_rr2_s0 --eval-episodes 100
 
@@ -24,10 +25,12 @@ def register(subparsers) -> None:
         description="Train one run. Writes config.json, metrics.jsonl, TensorBoard events, checkpoints and "
                     "result.json into the run directory.")
     train.add_argument("--env", help="env id: atari:<Game>, minatar:<game>, dmc:<domain>-<task>")
-    train.add_argument("--preset", default="base", help="base, a single method, plastic, plastic-dagger, "
-                                                        "plastic-official (see `plastic train --list-presets`)")
-    train.add_argument("--methods", default="", help="comma list of switches added on top of the preset: "
-                                                     "ln,sam,crelu,reset,shrink_perturb,redo")
+    train.add_argument("--method", metavar="SPEC", help="the method: a preset or a switch, then +SWITCH... added on "
+                       "top, e.g. plastic, plastic-dagger+l2_init, base+ln+sam (presets: --list-presets; default base)")
+    train.add_argument("--preset", help="older spelling: --preset P --methods a,b is --method P+a+b (base, a single "
+                       "method, plastic, plastic-dagger, plastic-official, reset-dagger)")
+    train.add_argument("--methods", default="", help="older spelling: switches added on top of --preset, comma or + "
+                       "separated: ln,sam,crelu,reset,shrink_perturb,redo,l2_init,...")
     train.add_argument("--replay-ratio", type=int, help="gradient updates per agent step (paper: 2, 4, 8)")
     train.add_argument("--seed", type=int)
     train.add_argument("--seeds", metavar="LIST", help="train several seeds of this config together in one process, "
@@ -124,10 +127,10 @@ def run_train(args) -> int:
     listing = args.list_config or args.describe_config
     if not args.env and not listing:
         raise UserError("--env is required (e.g. --env atari:Pong or --env minatar:breakout), or --resume RUN_DIR")
-    methods = [m.strip() for m in args.methods.replace("+", ",").split(",") if m.strip()]  # ln,sam = ln+sam
     seeds = parse_seeds(args) if args.seeds is not None else None
     try:
-        config = config_module.build(args.env, args.preset, methods, _cli_overrides(args))
+        method = method_spec(args.method, args.preset, args.methods)
+        config = config_module.build(args.env, method.preset, list(method.switches), _cli_overrides(args))
         if not listing:
             _check_env(config.env)
     except ValueError as error:
@@ -139,7 +142,8 @@ def run_train(args) -> int:
         print("\n".join(config_module.describe(config)))
         return 0
     if seeds is not None:
-        configs = [config_module.build(args.env, args.preset, methods, {**_cli_overrides(args), "seed": seed})
+        configs = [config_module.build(args.env, method.preset, list(method.switches),
+                                       {**_cli_overrides(args), "seed": seed})
                    for seed in seeds]
         return _start_group(configs, Path(args.out), args.seeds, progress=not args.no_progress)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(config)
@@ -155,6 +159,22 @@ def run_train(args) -> int:
         if created and not any(run_dir.iterdir()):
             run_dir.rmdir()  # the run never started: leave nothing behind
         raise
+
+
+def method_spec(method: str | None, preset: str | None, methods: str):
+    """The run's method from `--method SPEC`, or from the older `--preset P --methods a,b`; both given must agree."""
+    from plastic.methods import from_preset_and_switches, parse_method
+
+    older = from_preset_and_switches(preset or "base", methods)
+    if method is None:
+        return older
+    spec = parse_method(method, "--method")
+    preset_differs = preset is not None and preset != spec.preset
+    if preset_differs or (methods.strip() and set(older.switches) != set(spec.switches)):
+        given = f"--preset {preset}" if preset_differs else f"--methods {methods}"
+        raise ValueError(f"--method {method} and {given} disagree (--method {method} is --preset {spec.preset} "
+                         f"--methods {','.join(spec.switches) or '(none)'}); give only --method")
+    return spec
 
 
 def parse_seeds(args) -> list[int]:
@@ -275,9 +295,9 @@ def _resume(args) -> int:
     from plastic.training.group import group_members
 
     run_dir = Path(args.resume)
-    if (args.env or args.overrides or args.methods or args.steps is not None or args.env_steps is not None
-            or args.backbone_checkpoint or args.seeds):
-        raise UserError("--resume continues a run with its saved config; --env/--methods/--steps/--env-steps/--set/"
+    if (args.env or args.overrides or args.method or args.methods or args.steps is not None
+            or args.env_steps is not None or args.backbone_checkpoint or args.seeds):
+        raise UserError("--resume continues a run with its saved config; --env/--method(s)/--steps/--env-steps/--set/"
                         "--backbone-checkpoint/--seeds cannot be combined with it")
     members = group_members(run_dir)
     if members is not None:
