@@ -22,7 +22,7 @@ import torch
 
 from plastic.config import build
 from plastic.training.checkpoint import checkpoint_paths
-from plastic.training.group import GROUP_FILE, SeedGroupTrainer, common_checkpoint
+from plastic.training.group import SeedGroupTrainer, common_checkpoint, group_members
 from plastic.training.loop import Trainer
 from tests.test_golden_trace import RAINBOW_ARGS, TIME_KEYS
 
@@ -102,7 +102,6 @@ GROUP_ARGS = ["train", "--env", "minatar:breakout", "--seeds", "5,6", "--steps",
               "--set", "eval_episodes=2", "--set", "log_every=20", "--threads", "1"]
 
 
-@pytest.mark.slow
 def test_a_group_killed_and_resumed_ends_as_without_interruption(tmp_path):
     assert plastic_cli(*GROUP_ARGS, "--out", str(tmp_path / "whole")).returncode == 0
     process = subprocess.Popen([sys.executable, "-m", "plastic", *GROUP_ARGS, "--out", str(tmp_path / "cut")],
@@ -122,8 +121,18 @@ def test_a_group_killed_and_resumed_ends_as_without_interruption(tmp_path):
         whole, cut = (json.loads((tmp_path / run / name / "result.json").read_text()) for run in ("whole", "cut"))
         assert cut["eval_returns"] == whole["eval_returns"]
         assert metrics_of(tmp_path / "cut" / name) == metrics_of(tmp_path / "whole" / name)
-        assert json.loads((tmp_path / "cut" / name / GROUP_FILE).read_text())["members"] == [
-            "minatar-breakout_base_rr2_s5", "minatar-breakout_base_rr2_s6"]
+        assert group_members(tmp_path / "cut" / name) == [tmp_path / "cut" / f"minatar-breakout_base_rr2_s{s}"
+                                                          for s in (5, 6)]
+
+
+def test_run_dir_pattern_places_each_seed_and_any_member_resumes_the_group(tmp_path):
+    args = [*GROUP_ARGS, "--run-dir", str(tmp_path / "seed{seed}" / "run"), "--set", "eval_episodes=1"]
+    args[args.index("--steps") + 1] = "150"
+    assert plastic_cli(*args).returncode == 0
+    assert group_members(tmp_path / "seed6" / "run") == [tmp_path / "seed5" / "run", tmp_path / "seed6" / "run"]
+    assert json.loads((tmp_path / "seed5" / "run" / "result.json").read_text())["seed"] == 5
+    again = plastic_cli("train", "--resume", str(tmp_path / "seed6" / "run"))
+    assert again.returncode == 2 and "every run of its seed group already finished" in again.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -131,7 +140,7 @@ def test_a_group_killed_and_resumed_ends_as_without_interruption(tmp_path):
     (["--seeds", "0,1,1"], "--seeds: 1 given more than once"),
     (["--seeds", "0-2", "--seed", "4"], "give either --seed (one run) or --seeds (a group), not both"),
     (["--seeds", "a"], "--seeds: 'a' is not an integer"),
-    (["--seeds", "0-1", "--run-dir", "x"], "--run-dir names a single run"),
+    (["--seeds", "0-1", "--run-dir", "x"], "--run-dir x names one; put {seed} in it"),
 ])
 def test_bad_seed_lists_are_one_line_errors(tmp_path, args, message):
     result = plastic_cli("train", "--env", "minatar:breakout", "--out", str(tmp_path), *args)

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
                        "task's, Atari: frame skip 4, MinAtar: 1), rounded up to whole agent steps; exclusive with "
                        "--steps (default: DMC 2000000)")
     train.add_argument("--out", default="runs", help="parent folder; the run directory is created inside it")
-    train.add_argument("--run-dir", help="exact run directory (must not exist or be empty)")
+    train.add_argument("--run-dir", help="exact run directory (must not exist or be empty); with --seeds, a pattern "
+                       "with {seed} in it")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--checkpoint-every", type=int, help="agent steps between checkpoints")
@@ -145,7 +146,9 @@ def run_train(args) -> int:
         configs = [config_module.build(args.env, method.preset, list(method.switches),
                                        {**_cli_overrides(args), "seed": seed})
                    for seed in seeds]
-        return _start_group(configs, Path(args.out), args.seeds, progress=not args.no_progress)
+        run_dirs = [Path(args.run_dir.format(seed=c.seed)) if args.run_dir else Path(args.out) / default_run_name(c)
+                    for c in configs]
+        return _start_group(configs, run_dirs, args.seeds, progress=not args.no_progress)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / default_run_name(config)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"run directory {run_dir} already exists and is not empty; "
@@ -184,8 +187,9 @@ def parse_seeds(args) -> list[int]:
     if args.seed is not None:
         raise UserError(f"give either --seed (one run) or --seeds (a group), not both (got --seed {args.seed} and "
                         f"--seeds {args.seeds})")
-    if args.run_dir:
-        raise UserError("--seeds gives each seed its own run directory inside --out; --run-dir names a single run")
+    if args.run_dir and "{seed}" not in args.run_dir:
+        raise UserError(f"--seeds gives each seed its own run directory: --run-dir {args.run_dir} names one; put "
+                        "{seed} in it (e.g. --run-dir runs/breakout/seed{seed}) or use --out")
     try:
         seeds = parse_int_list(args.seeds, "--seeds", unique=True)
     except ValueError as error:
@@ -219,15 +223,14 @@ def check_group_memory(configs, flag_value: str) -> None:
                         f"available; use at most {max(int(0.9 * available // per_seed), 0)} seeds per process")
 
 
-def _start_group(configs, out: Path, flag_value: str, *, progress: bool) -> int:
-    """`plastic train --seeds`: a new seed group, one run directory per seed inside `out`."""
+def _start_group(configs, run_dirs: list[Path], flag_value: str, *, progress: bool) -> int:
+    """`plastic train --seeds`: a new seed group, one run directory per seed."""
     from plastic.training.group import write_group_file
 
-    run_dirs = [out / default_run_name(config) for config in configs]
     for run_dir in run_dirs:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise UserError(f"run directory {run_dir} already exists and is not empty; continue its group with "
-                            f"--resume {run_dir}, or choose another --out")
+                            f"--resume {run_dir}, or choose another --out or --run-dir")
     try:
         check_group_memory(configs, flag_value)
     except ValueError as error:

@@ -15,6 +15,7 @@ left as it is; the others continue as a smaller group.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -29,11 +30,10 @@ GROUP_FILE = "seed_group.json"
 
 
 def write_group_file(run_dirs: list[Path]) -> None:
-    """Each member's `GROUP_FILE`: the members' directories, relative to the member's parent (siblings by name)."""
-    parent = run_dirs[0].parent
-    text = json.dumps({"members": [str(d.relative_to(parent)) for d in run_dirs]}, indent=2) + "\n"
+    """Each member's `GROUP_FILE`: the members' directories, relative to that member's own."""
     for run_dir in run_dirs:
-        atomic_write_text(run_dir / GROUP_FILE, text)
+        members = [os.path.relpath(member, run_dir) for member in run_dirs]
+        atomic_write_text(run_dir / GROUP_FILE, json.dumps({"members": members}, indent=2) + "\n")
 
 
 def group_members(run_dir: Path) -> list[Path] | None:
@@ -41,7 +41,7 @@ def group_members(run_dir: Path) -> list[Path] | None:
     path = Path(run_dir) / GROUP_FILE
     if not path.is_file():
         return None
-    return [Path(run_dir).parent / name for name in json.loads(path.read_text())["members"]]
+    return [Path(os.path.normpath(Path(run_dir) / name)) for name in json.loads(path.read_text())["members"]]
 
 
 def common_checkpoint(run_dirs: list[Path]) -> int:
