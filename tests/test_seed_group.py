@@ -156,6 +156,6 @@ def test_a_group_that_does_not_fit_in_memory_is_refused_before_anything_is_writt
     code = cli.main(["train", "--env", "minatar:breakout", "--seeds", "0-7", "--out", str(tmp_path)])
     error = capsys.readouterr().err
     assert code == 2
-    # 100k MinAtar transitions: the frame ring (~103k 10x10x4 uint8 frames, ~41 MB) plus per-transition fields.
+    # 100k Breakout transitions: ~44 MB each (the frame ring of 10x10x4 uint8 frames and per-transition fields).
     assert "--seeds 0-7: 8 seeds need about" in error and "use at most 1 seeds per process" in error
     assert not any(tmp_path.iterdir())
