@@ -120,7 +120,7 @@ class TrainConfig:
 
     @property
     def domain(self) -> str:
-        return self.env.split(":", 1)[0]
+        return split_env_id(self.env)[0]
 
     @property
     def domain_spec(self) -> Domain:
@@ -133,12 +133,12 @@ class TrainConfig:
         Atari its frame skip (4: 100k agent steps are 400k frames), MinAtar 1."""
         if self.domain_spec.action_repeat is None and self.dmc.action_repeat is not None:
             return self.dmc.action_repeat
-        return self.domain_spec.action_repeat_for(self.env.partition(":")[2])
+        return self.domain_spec.action_repeat_for(split_env_id(self.env)[1])
 
     @property
     def compile_enabled(self) -> bool:
         if self.compile == "auto":
-            return self.domain == "atari" and self.steps >= COMPILE_AUTO_MIN_STEPS
+            return self.domain_spec.compile_auto and self.steps >= COMPILE_AUTO_MIN_STEPS
         return self.compile == "on"
 
     @property

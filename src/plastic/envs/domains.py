@@ -60,6 +60,9 @@ class Domain:
     episodes would cost as much as the evaluation)."""
     config_defaults: dict[str, Any] = field(default_factory=dict)
     """Config keys -> values for keys left at None (`plastic.config.resolve`)."""
+    compile_auto: bool = False
+    """`compile = "auto"` compiles this domain's long runs (`plastic.config.COMPILE_AUTO_MIN_STEPS`), where the
+    one-off compilation pays for itself: the Atari update's weight-sized passes are what inductor fuses."""
 
     @property
     def continuous(self) -> bool:
@@ -74,17 +77,17 @@ class Domain:
 
 
 def _domain(name, agent, replay_ratio, sam_rho, reset_interval, action_repeat, eval_episodes, human_normalized,
-            encoder, random_score, **config_defaults) -> Domain:
+            encoder, random_score, compile_auto=False, **config_defaults) -> Domain:
     defaults = {"eval_episodes": eval_episodes, **{key.replace("__", "."): v for key, v in config_defaults.items()}}
     return Domain(name, agent, replay_ratio, sam_rho, reset_interval, action_repeat, eval_episodes, human_normalized,
-                  encoder, random_score, defaults)
+                  encoder, random_score, defaults, compile_auto)
 
 
 # Keyword `section__field` = config key `section.field`. The budget keys (`steps`, `env_steps`) apply only when
 # neither is given. DrQ augmentation is off on MinAtar: a ±4-cell shift would scramble its 10x10 binary boards
 # (docs/deviations.md, MinAtar protocol).
 DOMAINS: dict[str, Domain] = {
-    "atari": _domain("atari", "rainbow", 2, 0.1, 40_000, 4, 100, True, "nature", "reference", steps=100_000,
+    "atari": _domain("atari", "rainbow", 2, 0.1, 40_000, 4, 100, True, "nature", "reference", compile_auto=True, steps=100_000,
                      crelu__placement="head", rainbow__augmentation=True, rainbow__hidden=512),
     "minatar": _domain("minatar", "rainbow", 2, 0.1, 40_000, 1, 100, False, "minatar", "played", steps=100_000,
                        crelu__placement="head", rainbow__augmentation=False, rainbow__hidden=128),

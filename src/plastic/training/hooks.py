@@ -71,30 +71,39 @@ class ResetHook(Hook):
         return {"plasticity/resets": float(agent.updates // self.interval)}
 
 
-class ReDoHook(Hook):
+class _RecyclingHook(Hook):
+    """Every `interval` updates, recycle the units that score as dormant on a uniform replay batch (ReDo, ReGraMa);
+    logs how many were recycled as `metric`."""
+
+    section_name: str
+    metric: str
+
     def __init__(self, config: TrainConfig):
-        self.redo = config.redo
-        self.schedule = Every(config.redo.interval)
+        self.section = getattr(config, self.section_name)
+        self.schedule = Every(self.section.interval)
 
     def after_update(self, agent, buffer) -> dict[str, float]:
         if not self.schedule.due(agent.updates):
             return {}
-        batch = buffer.sample_uniform(min(self.redo.batch_size, len(buffer)))
-        recycled = agent.redo(agent.probe_inputs(batch), self.redo.tau)
-        return {"plasticity/redo_recycled_units": float(sum(recycled.values()))}
+        batch = buffer.sample_uniform(min(self.section.batch_size, len(buffer)))
+        return {self.metric: float(sum(self.recycle(agent, batch).values()))}
+
+    def recycle(self, agent, batch) -> dict[str, int]:
+        raise NotImplementedError
 
 
-class ReGraMaHook(Hook):
-    def __init__(self, config: TrainConfig):
-        self.regrama = config.regrama
-        self.schedule = Every(config.regrama.interval)
+class ReDoHook(_RecyclingHook):
+    section_name, metric = "redo", "plasticity/redo_recycled_units"
 
-    def after_update(self, agent, buffer) -> dict[str, float]:
-        if not self.schedule.due(agent.updates):
-            return {}
-        batch = buffer.sample_uniform(min(self.regrama.batch_size, len(buffer)))
-        recycled = agent.regrama(batch, self.regrama.tau, self.regrama.gradient_at)
-        return {"plasticity/regrama_recycled_units": float(sum(recycled.values()))}
+    def recycle(self, agent, batch) -> dict[str, int]:
+        return agent.redo(agent.probe_inputs(batch), self.section.tau)
+
+
+class ReGraMaHook(_RecyclingHook):
+    section_name, metric = "regrama", "plasticity/regrama_recycled_units"
+
+    def recycle(self, agent, batch) -> dict[str, int]:
+        return agent.regrama(batch, self.section.tau, self.section.gradient_at)
 
 
 class ProbeHook(Hook):
