@@ -8,7 +8,11 @@ Ends with one JSON line whose keys include `minatar_base_speedup_8` and `minatar
 throughput at S = 8 over the lone agent's, at the first thread count (a contract), and `<case>_speedup_<S>_t<T>`
 for every case, S and thread count.
 
-    python benchmarks/multi_seed.py [--threads 1,2] [--sizes 2,4,8] [--updates 10] [--rounds 3] [--cases minatar_base,minatar_plastic,atari_base]
+`--synthetic` also times the synthetic experiment's network, 4 seeds one by one against the same 4 under vmap
+(`synthetic_<cifar|digits>_vmap_speedup_4_t<T>`): `plastic synthetic` runs seeds in a process pool instead, as long
+as vmap does not measure faster.
+
+    python benchmarks/multi_seed.py [--threads 1,2] [--sizes 2,4,8] [--updates 10] [--rounds 3] [--cases minatar_base,minatar_plastic,atari_base] [--synthetic]
 """
 
 from __future__ import annotations
@@ -85,6 +89,44 @@ def measure(case: str, sizes: list[int], updates: int, rounds: int, fill: int) -
     return {size: statistics.median(values) for size, values in samples.items()}
 
 
+def synthetic(shape: tuple[int, int, int], seeds: int, updates: int, rounds: int) -> tuple[float, float]:
+    """The synthetic experiment's network (App. A.2) at batch 128: ms per update of `seeds` models trained one after
+    another, and of the same models under `torch.func.vmap` over their stacked parameters (Adam, no SAM)."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+    from torch.nn import functional as F
+
+    from plastic.synthetic.model import build_model
+
+    models = [build_model(shape).to(memory_format=torch.contiguous_format) for _ in range(seeds)]
+    x, y = torch.randn(seeds, 128, *shape), torch.randint(0, 10, (seeds, 128))
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    stacked_adam = torch.optim.Adam(list(params.values()), lr=1e-3, fused=True)
+    adams = [torch.optim.Adam(model.parameters(), lr=1e-3, fused=True) for model in models]
+
+    def loss(p, b, xi, yi):
+        return F.cross_entropy(functional_call(skeleton, (p, b), (xi,)), yi)
+
+    def batched():
+        stacked_adam.zero_grad()
+        vmap(loss)(params, buffers, x, y).sum().backward()
+        stacked_adam.step()
+
+    def one_by_one():
+        for k, model in enumerate(models):
+            adams[k].zero_grad()
+            F.cross_entropy(model(x[k]), y[k]).backward()
+            adams[k].step()
+
+    alone, together = [], []
+    for _ in range(rounds):
+        alone.append(timed(one_by_one, updates) * 1e3)
+        together.append(timed(batched, updates) * 1e3)
+    return statistics.median(alone), statistics.median(together)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,2")
@@ -93,6 +135,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fill", type=int, default=2000, help="transitions in each seed's buffer")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--synthetic", action="store_true", help="also time the synthetic experiment's network, "
+                        "4 seeds one by one vs under vmap (batch 128, CIFAR and digits shapes)")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -116,6 +160,12 @@ def main() -> None:
                 out[f"{case}_ups_{size}_t{count}"] = round(rate, 2)
                 if size > 1:
                     out[f"{case}_speedup_{size}_t{count}"] = round(rate / rates[1], 3)
+        if args.synthetic:
+            for name, shape in (("cifar", (3, 32, 32)), ("digits", (1, 8, 8))):
+                alone, together = synthetic(shape, 4, args.updates, args.rounds)
+                print(f"synthetic_{name:9s} threads {count} | 4 seeds one by one {alone:.1f} ms, under vmap "
+                      f"{together:.1f} ms ({alone / together:.2f}x)", flush=True)
+                out[f"synthetic_{name}_vmap_speedup_4_t{count}"] = round(alone / together, 3)
     first = threads[0]
     for case in ("minatar_base", "minatar_plastic", "atari_base"):
         if f"{case}_speedup_8_t{first}" in out:
