@@ -31,7 +31,8 @@ from plastic.agents.sac import SACAgent  # noqa: E402
 from plastic.config import build  # noqa: E402
 from plastic.replay import ReplayBuffer  # noqa: E402
 from plastic.runtime import tune_allocator  # noqa: E402
-from plastic.training.loop import Trainer, resolve_device  # noqa: E402
+from plastic.training.loop import Trainer  # noqa: E402
+from plastic.training.setup import resolve_device  # noqa: E402
 
 OBS_SHAPE, ACTION_DIM = (3, 64, 64), 1
 

@@ -192,7 +192,7 @@ def loop_breakdown(steps: int, compile: str, device: torch.device, calls: int = 
     from plastic import config as config_module
     from plastic.envs import make_env
     from plastic.training.logger import RunLogger
-    from plastic.training.loop import make_agent, make_buffer
+    from plastic.training.setup import make_agent, make_buffer
 
     config = config_module.build("atari:Pong", "plastic-dagger", overrides={
         "steps": 100_000, "compile": compile, "rainbow": {"learning_starts": 0}})

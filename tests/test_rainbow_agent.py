@@ -460,7 +460,7 @@ def test_network_inputs_span_zero_to_one_whatever_the_observation_range(env_id, 
     """MinAtar's channels are 0/1 and Atari's pixels 0..255: both reach the network as [0, 1] (MinAtar divided by
     255 would feed the network values <= 1/255)."""
     from plastic.envs import make_env
-    from plastic.training.loop import make_agent as make_run_agent
+    from plastic.training.setup import make_agent as make_run_agent
 
     config = build(env_id, "base", overrides=parse_overrides(SMALL))
     env = make_env(env_id, seed=0, train=True)

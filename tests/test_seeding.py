@@ -12,7 +12,7 @@ from plastic.agents.rainbow import RainbowAgent
 from plastic.agents.sac import SACAgent
 from plastic.config import build, parse_overrides
 from plastic.training.hooks import ProbeHook
-from plastic.training.loop import make_buffer
+from plastic.training.setup import make_buffer
 from plastic.training.seeding import STREAMS, RandomStreams
 
 CPU = torch.device("cpu")

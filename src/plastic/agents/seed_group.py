@@ -173,8 +173,11 @@ def _hand_out_gradient(members: list[torch.Tensor]):
     return hook
 
 
+def batched(config) -> bool:
+    """Whether a group of this config's runs shares its updates' network passes (Rainbow) or updates in turn."""
+    return config.domain_spec.agent == "rainbow"
+
+
 def make_seed_group(agents: Sequence):
     """The batched group for Rainbow agents, seeds in turn for the others."""
-    if all(isinstance(agent, RainbowAgent) for agent in agents):
-        return RainbowGroup(agents)
-    return SequentialGroup(agents)
+    return RainbowGroup(agents) if batched(agents[0].config) else SequentialGroup(agents)

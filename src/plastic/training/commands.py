@@ -202,7 +202,7 @@ def parse_seeds(args) -> list[int]:
 def check_group_memory(configs, flag_value: str) -> None:
     """Refuse a group whose replay buffers would not fit in the memory available now (one-line error)."""
     from plastic.runtime import available_memory_bytes
-    from plastic.training.loop import env_options, make_agent, make_buffer, resolve_device
+    from plastic.training.setup import env_options, make_agent, make_buffer, resolve_device
 
     available = available_memory_bytes()
     if available is None:
@@ -329,7 +329,8 @@ def run_eval(args) -> int:
     from plastic.training.checkpoint import load_latest_checkpoint
     from plastic.training.evaluation import evaluate
     from plastic.training.files import atomic_write_text
-    from plastic.training.loop import CONFIG_FILE, env_options, human_normalized, make_agent, resolve_device
+    from plastic.training.loop import CONFIG_FILE
+    from plastic.training.setup import env_options, human_normalized, make_agent, resolve_device
     from plastic.training.seeding import RandomStreams
 
     run_dir = Path(args.run_dir)

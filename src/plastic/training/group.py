@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from pathlib import Path
 
-from plastic.agents.seed_group import make_seed_group
+from plastic.agents.seed_group import batched, make_seed_group
 from plastic.config import TrainConfig
 from plastic.training.checkpoint import checkpoint_path, checkpoint_paths, checkpoint_step, prune_checkpoints
 from plastic.training.files import atomic_write_text
-from plastic.training.loop import RESULT_FILE, Trainer, TrainingInterrupted
+from plastic.training.loop import RESULT_FILE, Trainer, TrainingInterrupted, stop_signals
 
 GROUP_FILE = "seed_group.json"
 
@@ -66,22 +65,19 @@ class SeedGroupTrainer:
         trainers = self.trainers
         step = common_checkpoint([t.run_dir for t in trainers]) if resume else None
         seeds = ", ".join(str(t.config.seed) for t in trainers)
+        if not resume:
+            kind = "one batched update" if batched(trainers[0].config) else "updates in turn"
+            print(f"seed group: seeds {seeds} in lock-step ({kind}); the header and progress below are seed "
+                  f"{trainers[0].config.seed}'s", flush=True)
         for k, trainer in enumerate(trainers):
             checkpoint = None if step is None else checkpoint_path(trainer.run_dir, step)
             trainer.open(resume, checkpoint, quiet=k > 0)
         self.group = make_seed_group([t.agent for t in trainers])
-        if not resume:
-            kind = "one batched update" if self.group.vectorised else "updates in turn"
-            print(f"seed group: seeds {seeds} in lock-step ({kind}); progress shown for seed "
-                  f"{trainers[0].config.seed}; run directories: {', '.join(t.run_dir.name for t in trainers)}",
-                  flush=True)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._loop()
-            return [trainer.finish() for trainer in trainers]
+            with stop_signals(self._on_signal):
+                self._loop()
+                return [trainer.finish() for trainer in trainers]
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             for trainer in trainers:
                 trainer.close()
 

@@ -11,6 +11,7 @@ ends identical to the same run without interruption.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -31,6 +32,7 @@ from plastic.training.files import atomic_write_text
 from plastic.training.hooks import build_hooks
 from plastic.training.logger import RunLogger
 from plastic.training.seeding import RandomStreams
+from plastic.training.setup import env_options, human_normalized, make_agent, make_buffer, resolve_device
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
@@ -45,49 +47,16 @@ class TrainingInterrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
-
-
-def make_agent(config: TrainConfig, env, device: torch.device):
-    if config.domain_spec.agent == "sac":
-        from plastic.agents.sac import SACAgent
-
-        return SACAgent(config, env.observation_space.shape, env.action_space.shape[0], device)
-    from plastic.agents.rainbow import RainbowAgent
-
-    return RainbowAgent(config, env.observation_space.shape, int(env.action_space.n), device,
-                        observation_high=float(env.observation_space.high.max()))
-
-
-def make_buffer(config: TrainConfig, env, agent):
-    from plastic.replay import ReplayBuffer
-
-    return ReplayBuffer(seed=RandomStreams(config.seed).sequence("replay"), frame_shape=tuple(env.frame_shape),
-                        frame_stack=env.frame_stack, **agent.replay_options())
-
-
-def env_options(config: TrainConfig) -> dict:
-    """Options of the run's envs (training and evaluation) that the config sets: DMC's action repeat."""
-    return {"action_repeat": config.dmc.action_repeat} if config.domain_spec.action_repeat is None else {}
-
-
-def human_normalized(env_id: str, score: float) -> float | None:
-    """The human-normalized score of a run (`result.json` "hns"); None off Atari or for a game without reference
-    scores."""
-    from plastic.envs.domains import domain_of
-    from plastic.report.scores import normalized_score
-
-    if not domain_of(env_id).human_normalized:
-        return None
+@contextlib.contextmanager
+def stop_signals(handler):
+    """Within the block SIGINT/SIGTERM only call `handler` (which sets a `stop_signal`: the loop checkpoints at the
+    end of the step and stops); the previous handlers come back on exit."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return float(normalized_score(score, env_id))
-    except (KeyError, ValueError):
-        return None  # a game outside the 26 with no reference scores
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 class Trainer:
@@ -168,15 +137,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------- run
     def run(self, resume: bool = False) -> dict:
         self.open(resume)
-        previous = self._catch_signals()
         try:
-            self._loop()
-            result = self.finish()
+            with stop_signals(self._on_signal):
+                self._loop()
+                return self.finish()
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             self.close()
-        return result
 
     def open(self, resume: bool, checkpoint: Path | None = None, *, quiet: bool = False) -> None:
         """Build the run and start it, or continue it from `checkpoint` (default: the latest) when `resume`;
@@ -212,11 +178,6 @@ class Trainer:
     def close(self) -> None:
         self.logger.close()
         self.env.close()
-
-    def _catch_signals(self) -> dict:
-        """SIGINT/SIGTERM only set `stop_signal`: the loop checkpoints at the end of the step and stops. Returns the
-        previous handlers."""
-        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
