@@ -96,7 +96,8 @@ def test_seeds_are_packed_per_setting_in_order_into_trials_of_up_to_S(tmp_path):
     # Every seed keeps the run directory it has alone.
     assert [record.trial.id for record in units(manifest)[0][1]] == ["minatar_breakout/base/rr2/seed0",
                                                                       "minatar_breakout/base/rr2/seed1"]
-    assert manifest.run_dir(units(manifest)[5][1][0].trial) == tmp_path / "sweep/runs/minatar_breakout/plastic/rr2/seed4"
+    last = units(manifest)[5][1][0].trial
+    assert manifest.run_dir(last) == tmp_path / "sweep/runs/minatar_breakout/plastic/rr2/seed4"
     # Seeds as listed (not necessarily consecutive); envs and replay ratios are settings of their own.
     trials = expand_grid(["minatar:breakout", "atari:Pong"], ["base"], [2, 4], [0, 3, 7], steps=100)
     assert [group.id for group in pack_trials(trials, 2)] == [
@@ -199,7 +200,8 @@ def test_manifest_records_seeds_per_trial_and_old_manifests_mean_one(tmp_path):
     assert [name for name, _ in units(loaded)] == ["minatar_breakout/base/rr2/seeds0,1",
                                                    "minatar_breakout/base/rr2/seeds2"]
     data = json.loads((tmp_path / "sweep" / MANIFEST_NAME).read_text())
-    assert [trial["run_dir"] for trial in data["trials"]] == [f"runs/minatar_breakout/base/rr2/seed{s}" for s in range(3)]
+    assert [trial["run_dir"] for trial in data["trials"]] == [
+        f"runs/minatar_breakout/base/rr2/seed{s}" for s in range(3)]
     # A manifest written before seed groups has no such field: one seed per trial.
     del data["grid"]["seeds_per_trial"]
     (tmp_path / "sweep" / MANIFEST_NAME).write_text(json.dumps(data))

@@ -5,7 +5,7 @@
     plastic sweep --envs dmc-medium --methods base,plastic --seeds 0-4 --replay-ratio 1 --env-steps 2000000 \\
         --out sweeps/dmc                                    # the same environment budget for every task
     plastic sweep --resume sweeps/minatar                   # or re-run the same command: finished trials are skipped
-    plastic sweep ... --seeds 0-7 --seeds-per-trial 4       # 4 seeds trained together per process (plastic train --seeds)
+    plastic sweep ... --seeds 0-7 --seeds-per-trial 4       # 4 seeds per process (plastic train --seeds)
     plastic sweep ... --address auto                        # on the Ray cluster this machine belongs to
 """
 
