@@ -4,7 +4,8 @@ The paper's results are such grids (26 Atari games x 5-10 seeds x 6-12 methods x
 trial is an ordinary `plastic train` run directory; the sweep adds the grid, the scheduling, retries, resumption
 and a manifest (`sweep.json`), and runs `plastic report` at the end.
 
-- `grid`: env groups, parsing of the grid flags, `Trial` and `expand_grid`.
+- `grid`: env groups, parsing of the grid flags, `Trial` and `expand_grid`; `TrialGroup` and `pack_trials` for
+  `--seeds-per-trial`.
 - `manifest`: `sweep.json`, the record of the grid, versions and per-trial statuses.
 - `execution`: where trials run (Ray tasks, or local processes when Ray is not installed).
 - `runner`: `run_sweep`, the loop that launches, retries, records and shows progress.

@@ -5,6 +5,7 @@
     plastic sweep --envs dmc-medium --methods base,plastic --seeds 0-4 --replay-ratio 1 --env-steps 2000000 \\
         --out sweeps/dmc                                    # the same environment budget for every task
     plastic sweep --resume sweeps/minatar                   # or re-run the same command: finished trials are skipped
+    plastic sweep ... --seeds 0-7 --seeds-per-trial 4       # 4 seeds per process (plastic train --seeds)
     plastic sweep ... --address auto                        # on the Ray cluster this machine belongs to
 """
 
@@ -19,6 +20,8 @@ from plastic.errors import UserError
 from plastic.training.commands import check_budget_flags
 
 GRID_FLAGS = ("envs", "methods", "seeds", "replay_ratio", "steps")
+# Grid flags with a default: not required for a new sweep, and refused with --resume only when given.
+_OPTIONAL_GRID_FLAGS = ("env_steps", "seeds_per_trial")
 
 
 def register(subparsers) -> None:
@@ -42,6 +45,9 @@ def register(subparsers) -> None:
                       "`plastic train`)")
     grid.add_argument("--env-steps", type=int, help="environment steps per run, converted with each task's action "
                       "repeat (as `plastic train --env-steps`); exclusive with --steps")
+    grid.add_argument("--seeds-per-trial", type=int, metavar="S", help="train up to S seeds of each (env, method, "
+                      "replay ratio) together in one `plastic train --seeds` process; each seed keeps its own run "
+                      "directory (default 1: one process per seed)")
     grid.add_argument("--out", type=Path, help="the sweep directory (re-running the same command resumes it)")
     grid.add_argument("--resume", type=Path, metavar="SWEEP_DIR", help="continue the sweep in SWEEP_DIR, grid and "
                       "training options from its sweep.json")  # fmt: skip
@@ -86,7 +92,8 @@ def _new_or_existing_manifest(args):
     from plastic.sweep.grid import parse_envs, parse_int_list, parse_methods
     from plastic.sweep.manifest import MANIFEST_NAME, Manifest
 
-    given = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "env_steps") if getattr(args, flag) is not None]
+    given = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, *_OPTIONAL_GRID_FLAGS)
+             if getattr(args, flag) is not None]
     if args.resume is not None:
         if given or args.set or args.checkpoint_every is not None or args.eval_episodes is not None or args.keep_replay:
             raise UserError(f"--resume takes the grid and training options from {args.resume / MANIFEST_NAME}; "
@@ -95,6 +102,8 @@ def _new_or_existing_manifest(args):
             raise UserError("give either --out or --resume, not both")
         return Manifest.load(args.resume)
     check_budget_flags(args.steps, args.env_steps)
+    if args.seeds_per_trial is not None and args.seeds_per_trial < 1:
+        raise UserError(f"--seeds-per-trial must be at least 1, got {args.seeds_per_trial}")
     missing = [f"--{flag.replace('_', '-')}" for flag in (*GRID_FLAGS, "out")
                if getattr(args, flag) is None and flag not in ("steps", "replay_ratio")]  # each domain's default
     if missing:
@@ -108,12 +117,20 @@ def _new_or_existing_manifest(args):
     }
     if args.env_steps is not None:
         grid["env_steps"] = args.env_steps
+    if args.seeds_per_trial not in (None, 1):  # absent = 1, so that sweeps from before seed groups match
+        grid["seeds_per_trial"] = args.seeds_per_trial
     train_args = _train_args(args)
     _check_configs(grid["envs"], grid["methods"], args.set)
     manifest = Manifest.create(args.out, grid, train_args, options={},  # validates the grid
                                steps=None if args.steps is not None else _agent_steps(args, grid["envs"]))
     if (args.out / MANIFEST_NAME).exists():
         existing = Manifest.load(args.out)
+        without_packing = [{key: value for key, value in g.items() if key != "seeds_per_trial"}
+                           for g in (existing.grid, grid)]
+        if existing.seeds_per_trial != manifest.seeds_per_trial and without_packing[0] == without_packing[1]:
+            raise UserError(f"{args.out} holds this sweep with --seeds-per-trial {existing.seeds_per_trial}, not "
+                            f"{manifest.seeds_per_trial} (its runs' checkpoints belong to those groups); run it with "
+                            f"`plastic sweep --resume {args.out}`, or use another --out")
         if existing.grid != grid or existing.train_args != train_args:
             raise UserError(f"{args.out} holds a sweep with another grid or training options; use another --out, "
                             f"or `plastic sweep --resume {args.out}` to continue it")  # fmt: skip
@@ -226,15 +243,18 @@ def run(args) -> int:
 
 
 def _dry_run(manifest, options, command) -> int:
-    from plastic.sweep.runner import has_checkpoint, is_finished
+    from plastic.sweep.runner import attempt_command, is_finished, units
 
-    for record in manifest.trials.values():
-        run_dir = manifest.run_dir(record.trial)
-        if is_finished(run_dir):
-            print(f"finished  {record.trial.id}")
+    processes = units(manifest)
+    for name, records in processes:
+        left = [record for record in records if not is_finished(manifest.run_dir(record.trial))]
+        if not left:
+            print(f"finished  {name}")
             continue
-        resume = has_checkpoint(run_dir)
-        arguments = command(record.trial, run_dir, resume, manifest.train_args, options)
-        print(f"{'resume' if resume else 'start':<9} {record.trial.id}: python {' '.join(arguments)}")
-    print(f"{len(manifest.trials)} trials")
+        resume, arguments = attempt_command(manifest, left, options, command)
+        print(f"{'resume' if resume else 'start':<9} {name}: python {' '.join(arguments)}")
+    if manifest.seeds_per_trial == 1:
+        print(f"{len(manifest.trials)} trials")
+    else:
+        print(f"{len(processes)} trials of up to {manifest.seeds_per_trial} seeds, {len(manifest.trials)} runs")
     return 0

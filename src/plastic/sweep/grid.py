@@ -2,7 +2,9 @@
 
 A sweep is the cross product envs x methods x replay ratios x seeds, as in the paper's results (26 Atari games x
 5-10 seeds x 6-12 methods x replay ratios 2/4/8). Each point is one `Trial`, which becomes one ordinary
-`plastic train` run directory under `<sweep>/runs/`.
+`plastic train` run directory under `<sweep>/runs/`. With `--seeds-per-trial S`, the seeds of each (env, method,
+replay ratio) are packed into `TrialGroup`s of up to S seeds, each trained by one `plastic train --seeds` process;
+every seed keeps its own run directory, where it would be alone.
 
 A method is `plastic train --method`'s `PRESET[+SWITCH...]` (`plastic.methods`): a preset (`base`, `plastic`,
 `plastic-dagger`, ...) or a switch, optionally followed by switches to turn on top of it: `base+sam+crelu` runs
@@ -176,3 +178,36 @@ def expand_grid(
         for method in methods
         for ratio in ratios[env]
     ]
+
+
+@dataclass(frozen=True)
+class TrialGroup:
+    """Seeds of one (env, method, replay ratio) that one `plastic train --seeds` process trains together."""
+
+    trials: tuple[Trial, ...]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [trial.seed for trial in self.trials]
+
+    @property
+    def id(self) -> str:
+        """`<env>/<method>/rr<ratio>/seeds<a,b,...>`: the path of the group's log under `<sweep>/logs/`."""
+        first = self.trials[0]
+        return f"{first.id.rsplit('/', 1)[0]}/seeds{','.join(map(str, self.seeds))}"
+
+
+def pack_trials(trials: list[Trial], seeds_per_trial: int) -> list[TrialGroup]:
+    """The trials packed into groups of up to `seeds_per_trial` seeds of one (env, method, replay ratio), in the
+    order the seeds come (`--seeds 0-4`, 2 per trial: {0, 1}, {2, 3}, {4}). Groups are ordered by their first trial,
+    so seeds still vary slowest. The packing depends on the grid alone, never on what is finished: a group's members
+    share checkpoints (`plastic train --resume` of one continues the others), so a group is always the same seeds."""
+    if seeds_per_trial < 1:
+        raise ValueError(f"--seeds-per-trial must be at least 1, got {seeds_per_trial}")
+    settings: dict[tuple, list[Trial]] = {}
+    for trial in trials:
+        settings.setdefault((trial.env, trial.method, trial.replay_ratio), []).append(trial)
+    position = {trial: index for index, trial in enumerate(trials)}
+    groups = [TrialGroup(tuple(same[start:start + seeds_per_trial]))
+              for same in settings.values() for start in range(0, len(same), seeds_per_trial)]
+    return sorted(groups, key=lambda group: position[group.trials[0]])

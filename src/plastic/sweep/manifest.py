@@ -15,7 +15,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from plastic.sweep.grid import Trial, expand_grid
+from plastic.sweep.grid import Trial, TrialGroup, expand_grid, pack_trials
 
 MANIFEST_NAME = "sweep.json"
 FORMAT_VERSION = 1
@@ -65,8 +65,9 @@ class TrialRecord:
 
 @dataclass
 class Manifest:
-    """The grid (`envs`, `methods`, `replay_ratios`, `seeds`, `steps`), the extra `plastic train` arguments every
-    trial gets, the execution options last used, and the trials in launch order."""
+    """The grid (`envs`, `methods`, `replay_ratios`, `seeds`, `steps`, and `seeds_per_trial` when above 1), the
+    extra `plastic train` arguments every trial gets, the execution options last used, and the trials (one per seed
+    run) in launch order."""
 
     directory: Path
     grid: dict
@@ -83,8 +84,19 @@ class Manifest:
         """`steps`: agent steps per env, when the grid's budget is `env_steps` or the domains' defaults."""
         trials = expand_grid(grid["envs"], grid["methods"], grid["replay_ratios"], grid["seeds"],
                              grid["steps"] if steps is None else steps, grid.get("env_steps"))
+        pack_trials(trials, int(grid.get("seeds_per_trial", 1)))  # validates --seeds-per-trial
         records = {trial.id: TrialRecord(trial) for trial in trials}
         return cls(Path(directory), dict(grid), list(train_args), dict(options), records)
+
+    @property
+    def seeds_per_trial(self) -> int:
+        """Seeds trained together by one `plastic train --seeds` process; 1 (one process per seed) when the grid
+        does not say, as in manifests written before seed groups."""
+        return int(self.grid.get("seeds_per_trial", 1))
+
+    def groups(self) -> list[TrialGroup]:
+        """The trials packed into the processes that train them (`grid.pack_trials`)."""
+        return pack_trials([record.trial for record in self.trials.values()], self.seeds_per_trial)
 
     @property
     def path(self) -> Path:
