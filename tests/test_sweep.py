@@ -20,7 +20,8 @@ import pytest
 from plastic.sweep.execution import LocalExecutor
 from plastic.sweep.grid import Trial, env_groups, expand_grid, parse_envs, parse_int_list, parse_methods
 from plastic.sweep.manifest import MANIFEST_NAME, Manifest
-from plastic.sweep.runner import Progress, SweepLock, SweepOptions, last_step, run_sweep, train_command
+from plastic.sweep.progress import Progress, SweepLock, last_step
+from plastic.sweep.runner import SweepOptions, run_sweep, train_command
 
 FAKE_TRAINER = textwrap.dedent(
     """
@@ -296,12 +297,12 @@ def test_progress_rate_counts_only_steps_made_since_the_sweep_started(tmp_path):
     progress = Progress(manifest, sys.stdout, clock=lambda: now[0])
     metrics.write_text(json.dumps({"step": 200}) + "\n")  # resumed from the checkpoint at 200
     now[0] = 110.0
-    assert " | 0 env-steps/s | " in progress.line()  # was (200 - 300) / 10 = -10
+    assert " | 0 steps/s | " in progress.line()  # was (200 - 300) / 10 = -10
     metrics.write_text(json.dumps({"step": 350}) + "\n")
     fresh.status = "finished"  # 0 -> 400 during this command
     now[0] = 125.0
     # (350 - 200) + (400 - 0) = 550 steps in 25 s = 22/s; 400 - 350 = 50 steps left: 50 / 22 s = 0:00:02
-    assert progress.line() == ("sweep: 1/2 finished, 0 running, 0 failed, 1 pending | 22 env-steps/s | "
+    assert progress.line() == ("sweep: 1/2 finished, 0 running, 0 failed, 1 pending | 22 steps/s | "
                                "elapsed 0:00:25 | ETA 0:00:02")
 
 
