@@ -159,3 +159,22 @@ def test_a_group_that_does_not_fit_in_memory_is_refused_before_anything_is_writt
     # 100k Breakout transitions: ~44 MB each (the frame ring of 10x10x4 uint8 frames and per-transition fields).
     assert "--seeds 0-7: 8 seeds need about" in error and "use at most 1 seeds per process" in error
     assert not any(tmp_path.iterdir())
+
+
+def test_a_sac_group_updates_each_seed_in_turn_exactly_as_alone(tmp_path):
+    """DrQ-SAC groups are not batched: each member's run is the lone run's, bit for bit."""
+    pytest.importorskip("dm_control")
+    from tests.test_golden_trace import SAC_ARGS
+
+    def sac_config(seed: int):
+        spec = copy.deepcopy(SAC_ARGS)
+        spec["overrides"].update({"seed": str(seed), "steps": "130"})
+        spec["overrides"]["probe"]["every"] = "0"
+        return build(spec["env"], preset=spec["preset"], methods=spec["methods"], overrides=spec["overrides"])
+
+    alone = Trainer(sac_config(2), tmp_path / "alone", progress=False).run()
+    group = SeedGroupTrainer([sac_config(1), sac_config(2)], [tmp_path / "s1", tmp_path / "s2"], progress=False)
+    results = group.run()
+    assert not group.group.vectorised
+    assert metrics_of(tmp_path / "s2") == metrics_of(tmp_path / "alone")
+    assert results[1]["eval_returns"] == alone["eval_returns"]
