@@ -141,6 +141,7 @@ def test_run_dir_pattern_places_each_seed_and_any_member_resumes_the_group(tmp_p
     (["--seeds", "0-2", "--seed", "4"], "give either --seed (one run) or --seeds (a group), not both"),
     (["--seeds", "a"], "--seeds: 'a' is not an integer"),
     (["--seeds", "0-1", "--run-dir", "x"], "--run-dir x names one; put {seed} in it"),
+    (["--seeds", "0-1", "--run-dir", "runs/{game}/s{seed}"], "only {seed} may stand in braces (KeyError('game'))"),
 ])
 def test_bad_seed_lists_are_one_line_errors(tmp_path, args, message):
     result = plastic_cli("train", "--env", "minatar:breakout", "--out", str(tmp_path), *args)

@@ -2,9 +2,10 @@
 
 Each seed keeps a whole agent of its own: networks, optimizer and its state, target network, random streams, and
 (in the loop) env, replay buffer with its PER tree, hooks and probes. What a group shares is the work of the network
-passes: the seeds' parameters are stacked along a new leading dimension with `torch.stack` (so gradients flow back to
-each seed's own tensors) and the network runs once for all seeds under `torch.func.vmap`, which turns S small
-convolutions and matmuls into one grouped or batched kernel each. Everything that is per network stays per seed:
+passes: the seeds' parameters live in tensors stacked along a new leading dimension (each seed's own tensors are views
+of their rows) and the network runs once for all seeds, S small convolutions and matmuls becoming one grouped or
+batched kernel each (nets/stacked.py; `torch.func.vmap` for a network it does not know). Everything that is per
+network stays per seed:
 batch sampling, augmentation, noise draws, the loss mean, SAM's perturbation and its norm, gradient clipping, Adam,
 the EMA target, priorities and the update count.
 
@@ -23,8 +24,8 @@ from torch.func import functional_call, vmap
 from plastic.agents import precision
 from plastic.agents.base import ema_update_
 from plastic.agents.distributional import project_distribution
-from plastic.nets import stacked
 from plastic.agents.rainbow import RainbowAgent, clip_grad_norm
+from plastic.nets import stacked
 from plastic.plasticity.sam import sam_update
 
 

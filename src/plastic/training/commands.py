@@ -190,6 +190,12 @@ def parse_seeds(args) -> list[int]:
     if args.run_dir and "{seed}" not in args.run_dir:
         raise UserError(f"--seeds gives each seed its own run directory: --run-dir {args.run_dir} names one; put "
                         "{seed} in it (e.g. --run-dir runs/breakout/seed{seed}) or use --out")
+    if args.run_dir:
+        try:
+            args.run_dir.format(seed=0)
+        except (KeyError, IndexError, ValueError) as error:
+            raise UserError(f"--run-dir {args.run_dir}: only {{seed}} may stand in braces ({error!r}); write a "
+                            "literal brace as {{ or }}") from None
     try:
         seeds = parse_int_list(args.seeds, "--seeds", unique=True)
     except ValueError as error:
