@@ -23,7 +23,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 # learning curve beside a random policy's score. Each call makes a new run directory under runs/.
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: install
-	$(VENV)/bin/plastic train --env minatar:space_invaders --preset base --steps 20000 --threads 1 \
+	$(VENV)/bin/plastic train --env minatar:space_invaders --method base --steps 20000 --threads 1 \
 		--set eval_every=5000 --run-dir $(DEMO_RUN)
 	$(VENV)/bin/plastic report $(DEMO_RUN) --out $(DEMO_RUN)/report --reps 200 > /dev/null
 	@echo "learning curve: $(DEMO_RUN)/report/figures/learning_curves.png (report: $(DEMO_RUN)/report)"
