@@ -179,3 +179,44 @@ def test_a_sac_group_updates_each_seed_in_turn_exactly_as_alone(tmp_path):
     assert not group.group.vectorised
     assert metrics_of(tmp_path / "s2") == metrics_of(tmp_path / "alone")
     assert results[1]["eval_returns"] == alone["eval_returns"]
+
+
+def minatar_agents(seeds, preset="plastic"):
+    """Rainbow agents with MinAtar shapes and identical, deterministically filled buffers."""
+    from plastic.agents.rainbow import RainbowAgent
+    from plastic.replay import ReplayBuffer
+
+    pairs = []
+    for seed in seeds:
+        config = build("minatar:breakout", preset=preset, overrides={"seed": seed, "compile": "off",
+                                                                     "rainbow": {"batch_size": 8}})
+        agent = RainbowAgent(config, (4, 10, 10), 3, torch.device("cpu"), observation_high=1.0)
+        buffer = ReplayBuffer(seed=seed, frame_shape=(4, 10, 10), frame_stack=1, **agent.replay_options())
+        rng = np.random.default_rng(0)
+        buffer.start_episode(rng.integers(0, 2, (4, 10, 10), dtype=np.uint8))
+        for t in range(200):
+            buffer.add(int(rng.integers(3)), float(rng.normal()), rng.integers(0, 2, (4, 10, 10), dtype=np.uint8),
+                       t % 50 == 49, False)
+            if t % 50 == 49:
+                buffer.start_episode(rng.integers(0, 2, (4, 10, 10), dtype=np.uint8))
+        pairs.append((agent, buffer))
+    return pairs
+
+
+def test_the_vmap_fallback_computes_what_the_stacked_layers_compute():
+    from plastic.agents.seed_group import RainbowGroup
+
+    groups = []
+    for batched_layers in (True, False):
+        pairs = minatar_agents([0, 1])
+        group = RainbowGroup([agent for agent, _ in pairs])
+        group.batched_layers = batched_layers  # False: torch.func.vmap over the plain module
+        groups.append((group, [buffer for _, buffer in pairs]))
+    for _ in range(3):
+        (stacked_results, fallback_results) = (group.update(buffers, 0.5) for group, buffers in groups)
+        for mine, theirs in zip(stacked_results, fallback_results):
+            assert mine["losses/td_loss"] == pytest.approx(theirs["losses/td_loss"], rel=1e-5)
+            assert mine["losses/grad_norm"] == pytest.approx(theirs["losses/grad_norm"], rel=1e-4)
+    for mine, theirs in zip(groups[0][0].agents, groups[1][0].agents):
+        for a, b in zip(mine.online.parameters(), theirs.online.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
