@@ -250,17 +250,8 @@ def _start_group(configs, run_dirs: list[Path], flag_value: str, *, progress: bo
 
 def _run_group(configs, run_dirs: list[Path], *, resume: bool, progress: bool) -> int:
     from plastic.training.group import SeedGroupTrainer
-    from plastic.training.loop import TrainingInterrupted
 
-    try:
-        SeedGroupTrainer(configs, run_dirs, progress=progress).run(resume=resume)
-    except TrainingInterrupted as stop:
-        print(f"\n{stop}\nresume the group with: plastic train --resume {run_dirs[0]}", file=sys.stderr,
-              flush=True)
-        return 128 + stop.signum
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    return 0
+    return _train(SeedGroupTrainer(configs, run_dirs, progress=progress), run_dirs[0], resume=resume)
 
 
 def _resume_group(args, members: list[Path]) -> int:
@@ -315,10 +306,18 @@ def _resume(args) -> int:
 
 
 def _run(config, run_dir: Path, *, resume: bool, progress: bool) -> int:
-    from plastic.training.loop import Trainer, TrainingInterrupted
+    from plastic.training.loop import Trainer
+
+    return _train(Trainer(config, run_dir, progress=progress), run_dir, resume=resume)
+
+
+def _train(trainer, run_dir: Path, *, resume: bool) -> int:
+    """Run a `Trainer` or a `SeedGroupTrainer` (whose `--resume` is any member's `run_dir`); SIGINT/SIGTERM end it
+    with a checkpoint, the command to continue and exit status 128 + the signal."""
+    from plastic.training.loop import TrainingInterrupted
 
     try:
-        Trainer(config, run_dir, progress=progress).run(resume=resume)
+        trainer.run(resume=resume)
     except TrainingInterrupted as stop:
         print(f"\n{stop}\nresume with: plastic train --resume {run_dir}", file=sys.stderr, flush=True)
         return 128 + stop.signum
