@@ -237,13 +237,19 @@ class RainbowAgent:
         log_probs = self.online(obs)[torch.arange(len(action), device=self.device), action]
         return -(target_probs * log_probs).sum(-1)
 
-    def update(self, buffer, progress: float) -> dict[str, float]:
-        """One gradient update; `progress` in [0, 1] anneals the importance exponent from its start to 1."""
+    def sample(self, buffer, progress: float):
+        """A prioritized batch for the update at `progress` in [0, 1], which anneals the importance exponent from its
+        start to 1: (the batch, its tensors (obs, action, reward, discount, next_obs), the importance weights)."""
         rainbow = self.rainbow
         beta = rainbow.importance_exponent_start + (1.0 - rainbow.importance_exponent_start) * progress
         batch = buffer.sample(rainbow.batch_size, importance_exponent=beta)
-        obs, action, reward, discount, next_obs = self._batch_tensors(batch, rainbow.augmentation)
         weights = torch.as_tensor(batch.weights, device=self.device).float()
+        return batch, self._batch_tensors(batch, rainbow.augmentation), weights
+
+    def update(self, buffer, progress: float) -> dict[str, float]:
+        """One gradient update on a batch from `buffer` (`sample`)."""
+        rainbow = self.rainbow
+        batch, (obs, action, reward, discount, next_obs), weights = self.sample(buffer, progress)
 
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)

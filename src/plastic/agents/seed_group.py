@@ -117,11 +117,9 @@ class RainbowGroup:
         """One gradient update of every seed, each on a batch from its own buffer; per-seed losses as
         `RainbowAgent.update` returns them."""
         agents, rainbow = self.agents, self.rainbow
-        beta = rainbow.importance_exponent_start + (1.0 - rainbow.importance_exponent_start) * progress
-        batches = [buffer.sample(rainbow.batch_size, importance_exponent=beta) for buffer in buffers]
-        per_seed = [agent._batch_tensors(batch, rainbow.augmentation) for agent, batch in zip(agents, batches)]
+        batches, per_seed, weights = zip(*(agent.sample(buffer, progress) for agent, buffer in zip(agents, buffers)))
         obs, action, reward, discount, next_obs = (torch.stack(parts) for parts in zip(*per_seed))
-        weights = torch.stack([torch.as_tensor(batch.weights, device=self.device).float() for batch in batches])
+        weights = torch.stack(weights)
 
         for agent in agents:  # each seed's noise from its own stream, in the order a lone agent draws it
             agent.online.reset_noise(agent.generator)
