@@ -76,6 +76,23 @@ def test_select_writes_the_score_table_and_runs_the_winner(tmp_path, monkeypatch
     assert json.loads((tmp_path / "out" / "config.json").read_text())["runs"][0]["lr"] == float(winner["lr"])
 
 
+def test_staged_select_gives_every_method_bases_lr_and_tunes_only_their_own_knobs(tmp_path, monkeypatch):
+    from plastic.synthetic import selection
+
+    monkeypatch.setattr(selection, "LR_GRID", (1e-1, 1e-5))
+    monkeypatch.setattr(selection, "WEIGHT_DECAY_GRID", (1e-4,))
+    monkeypatch.setattr(selection, "RESET_INTERVAL_GRID", (1, 2))
+    assert run_cli(tmp_path, "--methods", "crelu,reset", "--seeds", "1", "--select", "staged",
+                   "--select-seeds", "1") == 0
+    with open(tmp_path / "out" / "selection.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["stage"], r["method"]) for r in table] == [("shared", "base")] * 2 + [("own", "reset")] * 2
+    base_lr = float(max(table[:2], key=lambda r: float(r["validation_accuracy"]))["lr"])
+    runs = json.loads((tmp_path / "out" / "config.json").read_text())["runs"]
+    assert [(r["method"], r["lr"]) for r in runs] == [("crelu", base_lr), ("reset", base_lr)]
+    assert {float(r["lr"]) for r in table[2:]} == {base_lr}
+
+
 @pytest.mark.parametrize("would_help", [True, False])
 def test_mkl_hint_and_provenance(tmp_path, capsys, monkeypatch, would_help):
     from plastic import runtime

@@ -63,8 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also probe effective/stable rank, churn, GraMa, effective LR, Hessian trace (docs/toolkit.md)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes, one thread each (default: min(2, CPUs))")
-    parser.add_argument("--select", action="store_true",
-                        help="first sweep the paper's grid on a validation split and use the best setting per method")
+    parser.add_argument("--select", nargs="?", const="full", default=None, choices=("full", "staged"),
+                        help="first sweep the paper's grids on a validation split and use the best setting per "
+                        "method: full = every method's lr, weight decay and own knobs (rho, reset interval); staged = "
+                        "lr and weight decay on Base per scenario, then each method's own knobs at those; "
+                        "bare --select = full")
     parser.add_argument("--select-seeds", type=int, default=3, help="seeds per setting in the --select sweep")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--out", default="runs/synthetic")
@@ -147,16 +150,17 @@ def run_command(args: argparse.Namespace) -> int:
     # mkl_avx512: results differ from the default path's by float rounding, so record which one made them
     record = {"dataset": dataset.name, "seeds": args.seeds, "mkl_avx512": runtime.mkl_shim_loaded(), "runs": []}
     if args.select:
-        from plastic.synthetic.selection import grid, select
+        from plastic.synthetic.selection import select, selection_runs
 
         seeds = list(range(10_000, 10_000 + args.select_seeds))  # never the reporting seeds
-        total = sum(len(grid(c)) for c in configs) * len(seeds) * args.phases
-        progress = _Progress(total, "select", args.no_progress)
+        total = selection_runs(configs, args.select, len(seeds)) * args.phases
+        progress = _Progress(total, f"select ({args.select})", args.no_progress)
         try:
-            configs, table = select(dataset, configs, seeds, args.validation_fraction, args.workers, progress)
+            configs, table = select(dataset, configs, seeds, args.validation_fraction, args.workers, progress,
+                                    protocol=args.select)
         finally:
             progress.close()
-        write_atomic(out / "selection.csv", to_csv(table, ("scenario", "method")))
+        write_atomic(out / "selection.csv", to_csv(table, ("stage", "scenario", "method")))
     record["runs"] = [config_record(c) for c in configs]
     write_atomic(out / "config.json", json.dumps(record, indent=2) + "\n")
 
