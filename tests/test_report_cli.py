@@ -192,3 +192,50 @@ def test_other_bad_input_exits_2(tmp_path, capsys):
     (tmp_path / "runs" / "a" / "result.json").write_text("{not json")
     assert cli.main(["report", str(tmp_path / "runs")]) == 2
     assert "cannot read it as JSON" in capsys.readouterr().err
+
+
+UNFINISHED_GRID = ("method,env,seed,score\n"
+                   "base,minatar:breakout,0,6\nbase,minatar:breakout,1,7\nbase,minatar:breakout,2,8\n"
+                   "base,minatar:asterix,0,1\nbase,minatar:asterix,1,2\n"
+                   "dagger,minatar:breakout,0,9\ndagger,minatar:breakout,1,10\ndagger,minatar:breakout,2,11\n"
+                   "dagger,minatar:asterix,0,3\ndagger,minatar:asterix,1,4\ndagger,minatar:asterix,2,5\n"
+                   "dagger,minatar:seaquest,0,20\n")  # fmt: skip
+
+
+def test_common_runs_scores_the_tasks_and_seeds_every_method_has(tmp_path, capsys):
+    path = tmp_path / "scores.csv"
+    path.write_text(UNFINISHED_GRID)
+    assert cli.main(["report", str(path), "--format", "json", "--reps", "10"]) == 2
+    assert "--common-runs reports the tasks and seeds every method has" in capsys.readouterr().err
+    assert cli.main(["report", str(path), "--format", "json", "--reps", "10", "--common-runs"]) == 0
+    captured = capsys.readouterr()
+    # kept: breakout and asterix (seaquest is dagger's alone), seeds 0-1 on both (asterix has only 0-1 in common)
+    assert "--common-runs left 4 finished run(s) out" in captured.err
+    assert "dagger minatar:seaquest seed 0" in captured.err and "base minatar:breakout seed 2" in captured.err
+    methods = json.loads(captured.out)["methods"]
+    assert {name: (m["num_runs"], m["num_tasks"]) for name, m in methods.items()} == {"base": (2, 2), "dagger": (2, 2)}
+    assert methods["base"]["mean"]["value"] == pytest.approx(np.mean([6.5, 1.5]))  # raw MinAtar returns
+    assert methods["dagger"]["mean"]["value"] == pytest.approx(np.mean([9.5, 3.5]))
+
+
+def test_common_runs_with_nothing_shared_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "scores.csv"
+    path.write_text("method,env,seed,score\nbase,minatar:breakout,0,1\nplastic,minatar:asterix,0,1\n")
+    assert cli.main(["report", str(path), "--common-runs"]) == 2
+    error = capsys.readouterr().err
+    assert "no task and seed is shared by every method (base, plastic)" in error and error.count("\n") == 1
+
+
+def test_common_runs_per_game_table_keeps_every_finished_run(tmp_path, capsys):
+    import csv
+
+    path = tmp_path / "scores.csv"
+    path.write_text(UNFINISHED_GRID)
+    out = tmp_path / "report"
+    assert cli.main(["report", str(path), "--out", str(out), "--reps", "10", "--common-runs", "--no-figures"]) == 0
+    with open(out / "per_game.csv") as handle:
+        rows = {row["Task"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == ["asterix", "breakout", "seaquest"]
+    assert float(rows["breakout"]["base"]) == pytest.approx(7.0)  # seeds 0-2, although the aggregates use 0-1
+    assert float(rows["seaquest"]["dagger"]) == pytest.approx(20.0) and rows["seaquest"]["base"] == ""
+    assert "--common-runs left 4" in json.loads((out / "report.json").read_text())["warnings"][0]

@@ -25,7 +25,9 @@ Aggregates per method (definitions equal rliable's): IQM (25%-trimmed mean over 
 of the per-task means, optimality gap mean(max(1 - score, 0)), each with a percentile stratified-bootstrap CI
 (`--reps` resamples, default 2,000; `--seed` makes it reproducible; `--confidence`, default 0.95); the probability
 of improvement P(X > Y) for each ordered pair of methods; performance profiles. Every method must cover the same
-tasks with the same number of runs per task. With one run per task the CIs have zero width: a warning says so.
+tasks with the same number of runs per task; for an unfinished grid, `--common-runs` scores only the tasks and seeds
+every method has (on each task the same number of the lowest shared seeds) and names the runs it leaves out. With
+one run per task the CIs have zero width: a warning says so.
 
 Output: the aggregate table (Markdown) on stdout, or with `--format json` one JSON object:
     {"metric_basis": "hns"|"raw", "methods": {NAME: {"iqm": {"value": x, "ci": [lo, hi]}, "median": {...},
@@ -33,7 +35,8 @@ Output: the aggregate table (Markdown) on stdout, or with `--format json` one JS
 (`num_runs` is the number of runs per task.) With `--out DIR` it also writes, as a whole or not at all (built in a
 hidden sibling directory and renamed into place; `report.json` lists the contents):
     aggregates.{json,md,csv,tex}            Table 1 style, with CIs
-    per_game.{md,csv,tex}                   Table 7 / 10 style: mean raw score per task and method
+    per_game.{md,csv,tex}                   Table 7 / 10 style: mean raw score per task and method, over every
+                                            finished run (with --common-runs too; blank where a method has none)
     ablation.{md,csv,tex}                   Table 4 style (runs whose result.json lists their switches)
     replay_ratio_scaling.{md,csv,tex}       Tables 2 / 9 style, with wall-clock hours per run
     probability_of_improvement.{md,csv,tex}
@@ -97,6 +100,9 @@ def register(subparsers) -> None:
     parser.add_argument("--compare", choices=("paper",), default=None,
                         help="put the paper's published numbers beside the results")  # fmt: skip
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    parser.add_argument("--common-runs", action="store_true",
+                        help="score only the tasks and seeds every method has (an unfinished grid); the runs left "
+                        "out are named in a warning (learning curves keep every run)")
     parser.add_argument("--curve-bins", type=int, default=DEFAULT_CURVE_BINS, metavar="N",
                         help=f"learning curves: equal step bins per env (default {DEFAULT_CURVE_BINS})")  # fmt: skip
     parser.add_argument("--curve-metric", action="append", default=[], metavar="NAME",
@@ -111,7 +117,8 @@ class _Report:
 
     args: argparse.Namespace
     results: Results
-    groups: dict[str, list[RunScore]]  # method -> its runs
+    groups: dict[str, list[RunScore]]  # method -> its runs (with --common-runs, the shared ones)
+    all_groups: dict[str, list[RunScore]]  # method -> every finished run, for the per-task means
     tasks: list[str]
     matrices: dict[str, np.ndarray]  # method -> (runs per task, tasks) scores on the metric basis
     estimates: dict[str, dict[str, Estimate]]  # method -> aggregate name -> estimate
@@ -154,7 +161,10 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         results = loading.load_results(args.runs)
         domain = loading.check_single_domain(results.runs)
-        groups = loading.group_by_method(results.runs)
+        groups = all_groups = loading.group_by_method(results.runs)
+        left_out = []
+        if args.common_runs:
+            groups, left_out = loading.common_runs(all_groups)
         tasks, matrices = loading.score_matrices(groups)
         curve_set = None
         if args.out is not None:
@@ -167,6 +177,10 @@ def run_report(args: argparse.Namespace) -> int:
     if results.unfinished:
         warnings.append(f"left {len(results.unfinished)} unfinished run(s) without result.json out of the scores "
                         f"(learning curves include them), e.g. {results.unfinished[0]}")  # fmt: skip
+    if left_out:
+        named = ", ".join(f"{run.method} {run.env} seed {run.seed}" for run in left_out[:6])
+        warnings.append(f"--common-runs left {len(left_out)} finished run(s) out of the scores, not shared by every "
+                        f"method: {named}{', ...' if len(left_out) > 6 else ''}")  # fmt: skip
     for method, matrix in matrices.items():
         if matrix.shape[0] == 1:
             warnings.append(f"method {method!r} has a single run per task: its confidence intervals have zero width "
@@ -201,9 +215,9 @@ def run_report(args: argparse.Namespace) -> int:
                                                         confidence=args.confidence, seed=args.seed)
             for x in matrices for y in matrices if x != y
         }  # fmt: skip
-        report = _Report(args=args, results=results, groups=groups, tasks=tasks, matrices=matrices,
-                         estimates=estimates, improvement=improvement, summary=summary, table=table, domain=domain,
-                         metric_basis=metric_basis, warnings=warnings, curve_set=curve_set)  # fmt: skip
+        report = _Report(args=args, results=results, groups=groups, all_groups=all_groups, tasks=tasks,
+                         matrices=matrices, estimates=estimates, improvement=improvement, summary=summary, table=table,
+                         domain=domain, metric_basis=metric_basis, warnings=warnings, curve_set=curve_set)  # fmt: skip
         _write_report(report)
     if args.format == "json":
         print(json.dumps(summary))
@@ -262,7 +276,7 @@ def _write_contents(directory: Path, report: _Report) -> list[Path]:
     (directory / "aggregates.json").write_text(json.dumps(report.summary, indent=2) + "\n", encoding="utf-8")
     files.append(directory / "aggregates.json")
     built = [
-        tables.per_game_table(groups, tasks, domain, compare),
+        tables.per_game_table(report.all_groups, sorted({run.env for run in report.results.runs}), domain, compare),
         tables.ablation_table(groups, estimates, domain, compare),
         tables.replay_ratio_table(groups, estimates, domain, metric_basis, compare),
         tables.probability_of_improvement_table(improvement) if improvement else None,

@@ -252,6 +252,33 @@ def check_single_domain(runs: Sequence[RunScore]) -> str:
     return domains[0]
 
 
+def common_runs(groups: dict[str, list[RunScore]]) -> tuple[dict[str, list[RunScore]], list[RunScore]]:
+    """The largest balanced comparison inside an unfinished grid, and the runs it leaves out.
+
+    Kept: the tasks every method has; on each, the seeds every method has there; then on every task the `n` lowest
+    of those seeds, `n` the smallest such count over the tasks (the stratified bootstrap needs the same number of
+    runs per task). Tasks without a seed common to all methods are dropped. ValueError if nothing is left.
+    """
+    seeds_of = {name: defaultdict(set) for name in groups}
+    for name, runs in groups.items():
+        for run in runs:
+            seeds_of[name][run.env].add(run.seed)
+    tasks = set.intersection(*(set(seeds) for seeds in seeds_of.values()))
+    shared = {task: set.intersection(*(seeds_of[name][task] for name in groups)) for task in tasks}
+    shared = {task: seeds for task, seeds in shared.items() if seeds}
+    if not shared:
+        raise ValueError(f"no task and seed is shared by every method ({', '.join(groups)}): nothing to compare")
+    count = min(len(seeds) for seeds in shared.values())
+    keep = {task: set(sorted(seeds, key=_seed_order)[:count]) for task, seeds in shared.items()}
+    kept = {name: [run for run in runs if run.seed in keep.get(run.env, ())] for name, runs in groups.items()}
+    left_out = [run for runs in groups.values() for run in runs if run.seed not in keep.get(run.env, ())]
+    return kept, left_out
+
+
+def _seed_order(seed: str) -> tuple[int, int | str]:
+    return (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
+
+
 def score_matrices(groups: dict[str, list[RunScore]]) -> tuple[list[str], dict[str, np.ndarray]]:
     """(tasks, method -> (runs, tasks) matrix of normalized scores).
 
@@ -268,7 +295,8 @@ def score_matrices(groups: dict[str, list[RunScore]]) -> tuple[list[str], dict[s
                 part for part in (f"only it has {', '.join(extra)}" if extra else "",
                                   f"it lacks {', '.join(lacking)}" if lacking else "") if part
             )  # fmt: skip
-            raise ValueError(f"methods {first!r} and {name!r} cover different tasks ({detail}); compare like with like")
+            raise ValueError(f"methods {first!r} and {name!r} cover different tasks ({detail}); compare like with like "
+                             "(--common-runs reports the tasks and seeds every method has)")
     tasks = tasks_of[first]
     matrices = {}
     for name, runs in groups.items():

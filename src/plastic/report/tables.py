@@ -143,7 +143,7 @@ def aggregate_table(
 def per_game_table(
     groups: Mapping[str, Sequence[RunScore]], tasks: Sequence[str], domain: str, compare_paper: bool = False
 ) -> Table:
-    """Table 7 / 10: the mean raw score over seeds of each method on each task."""
+    """Table 7 / 10: the mean raw score over seeds of each method on each task (None where it has no run)."""
     methods = list(groups)
     paper_columns: dict[str, dict[str, float | None]] = {}
     if compare_paper:
@@ -154,7 +154,8 @@ def per_game_table(
     rows: list[list[Cell]] = []
     for task in tasks:
         name = task.split(":", 1)[1]
-        means = [float(np.mean([run.score for run in groups[m] if run.env == task])) for m in methods]
+        scores = [[run.score for run in groups[m] if run.env == task] for m in methods]
+        means = [float(np.mean(values)) if values else None for values in scores]
         rows.append([name] + means + [column.get(name) for column in paper_columns.values()])
     return Table("per_game", "Mean raw score per task over seeds", ["Task"] + methods + list(paper_columns), rows, 2)
 
