@@ -111,3 +111,22 @@ def test_results_written_by_older_versions_are_read_under_the_current_probe_name
     path.write_text('{"phase": 1, "lambda_max": 28.5, "active/all/units": 0.75, "test_accuracy": 0.5}\n')
     assert read_rows(path) == [{"phase": 1, "probes/hessian_max_eigenvalue": 28.5,
                                 "probes/active_unit_fraction/all/units": 0.75, "test_accuracy": 0.5}]
+
+
+def test_replot_rebuilds_summary_and_figures_from_results_alone(tmp_path, capsys):
+    assert run_cli(tmp_path, "--scenario", "label", "--methods", "base,crelu", "--seeds", "2") == 0
+    out = tmp_path / "out"
+    summary = (out / "summary.csv").read_text()
+    for name in ("summary.csv", "improvement.png", "curves.png", "curves.pdf"):
+        (out / name).unlink()
+    capsys.readouterr()
+    assert main(["synthetic", "--replot", str(out)]) == 0
+    assert (out / "summary.csv").read_text() == summary
+    assert all((out / name).stat().st_size > 0 for name in ("improvement.png", "curves.png", "curves.pdf"))
+    assert "crelu" in capsys.readouterr().out
+
+
+def test_replot_of_a_folder_without_results_is_a_one_line_error(tmp_path, capsys):
+    assert main(["synthetic", "--replot", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "no results.jsonl there" in error and error.count("\n") == 1

@@ -71,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--select-seeds", type=int, default=3, help="seeds per setting in the --select sweep")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--out", default="runs/synthetic")
+    parser.add_argument("--replot", metavar="DIR", default=None,
+                        help="train nothing: rebuild summary.csv and the figures in DIR from its results.jsonl")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run_command)
 
@@ -130,14 +132,48 @@ class _Progress:
         self.bar.close()
 
 
+def _summarize(out: Path, rows: list[dict]) -> None:
+    """summary.csv, the figures, and the final accuracies on stdout."""
+    from plastic.synthetic.figures import plot_curves, plot_improvement
+    from plastic.synthetic.results import write_summary
+
+    summary = write_summary(out, rows)
+    figures = ["curves.png"]
+    plot_curves(rows, out)
+    if any(s["method"] == "base" for s in summary) and any(s["method"] != "base" for s in summary):
+        plot_improvement(rows, out)
+        figures.append("improvement.png")
+    for entry in summary:
+        print(f"{entry['scenario']:6s} {entry['method']:22s} {100 * entry['mean']:6.2f} "
+              f"[{100 * entry['ci_low']:6.2f}, {100 * entry['ci_high']:6.2f}]  n={entry['n']}")
+    print(f"wrote {out}/summary.csv, {', '.join(figures)} (and .pdf)")
+
+
+def _replot(directory: Path) -> int:
+    from plastic.synthetic.results import read_rows
+
+    path = directory / "results.jsonl"
+    try:
+        rows = read_rows(path)
+    except FileNotFoundError:
+        raise UserError(f"--replot {directory}: no results.jsonl there (written by `plastic synthetic --out`)") from None
+    except ValueError as error:  # JSONDecodeError
+        raise UserError(f"--replot {directory}: results.jsonl is not valid JSON lines ({error})") from None
+    if not rows:
+        raise UserError(f"--replot {directory}: results.jsonl has no rows")
+    _summarize(directory, rows)
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
+    if args.replot is not None:
+        return _replot(Path(args.replot))
     configs = _configs(args)
     dataset = _load_dataset(args)
     import torch
 
     from plastic.synthetic.experiment import config_record, run_many
-    from plastic.synthetic.figures import plot_curves, plot_improvement
-    from plastic.synthetic.results import to_csv, write_atomic, write_results, write_summary
+    from plastic.synthetic.results import to_csv, write_atomic, write_results
 
     if args.select and args.select_seeds <= 0:
         raise UserError(f"--select-seeds {args.select_seeds}: must be >= 1")
@@ -177,14 +213,5 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     write_results(out, rows)  # in run order
-    summary = write_summary(out, rows)
-    figures = ["curves.png"]
-    plot_curves(rows, out)
-    if any(s["method"] == "base" for s in summary) and any(s["method"] != "base" for s in summary):
-        plot_improvement(rows, out)
-        figures.append("improvement.png")
-    for entry in summary:
-        print(f"{entry['scenario']:6s} {entry['method']:22s} {100 * entry['mean']:6.2f} "
-              f"[{100 * entry['ci_low']:6.2f}, {100 * entry['ci_high']:6.2f}]  n={entry['n']}")
-    print(f"wrote {out}/results.csv, summary.csv, {', '.join(figures)} (and .pdf)")
+    _summarize(out, rows)
     return 0
