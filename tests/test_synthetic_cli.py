@@ -130,3 +130,13 @@ def test_replot_of_a_folder_without_results_is_a_one_line_error(tmp_path, capsys
     assert main(["synthetic", "--replot", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "no results.jsonl there" in error and error.count("\n") == 1
+
+
+def test_methods_left_near_chance_are_named_in_a_warning():
+    from plastic.synthetic.commands import near_chance
+
+    summary = [dict(scenario="input", method="base", mean=0.99), dict(scenario="input", method="crelu", mean=0.104),
+               dict(scenario="label", method="crelu", mean=0.151)]
+    warnings = near_chance(summary, num_classes=10)
+    assert len(warnings) == 1 and warnings[0].startswith("input crelu ends at 10.4% test accuracy, near chance (10%)")
+    assert [w.split(" ends")[0] for w in near_chance(summary, num_classes=5)] == ["input crelu", "label crelu"]

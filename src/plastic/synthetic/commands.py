@@ -132,12 +132,23 @@ class _Progress:
         self.bar.close()
 
 
-def _summarize(out: Path, rows: list[dict]) -> None:
-    """summary.csv, the figures, and the final accuracies on stdout."""
+def near_chance(summary: list[dict], num_classes: int = 10) -> list[str]:
+    """Warnings for the (scenario, method) entries whose mean final test accuracy is under 1.5x chance: such a
+    method diverged or did not learn at its settings, and its bar in Fig. 3 says nothing about plasticity."""
+    chance = 1.0 / num_classes
+    return [f"{e['scenario']} {e['method']} ends at {100 * e['mean']:.1f}% test accuracy, near chance "
+            f"({100 * chance:.0f}%): it diverged or did not learn at its settings (config.json), so its comparison "
+            "with base measures that, not plasticity" for e in summary if e["mean"] < 1.5 * chance]  # fmt: skip
+
+
+def _summarize(out: Path, rows: list[dict], num_classes: int = 10) -> None:
+    """summary.csv, the figures, and the final accuracies on stdout (warnings for methods left near chance)."""
     from plastic.synthetic.figures import plot_curves, plot_improvement
     from plastic.synthetic.results import write_summary
 
     summary = write_summary(out, rows)
+    for message in near_chance(summary, num_classes):
+        print(f"plastic synthetic: warning: {message}", file=sys.stderr)
     figures = ["curves.png"]
     plot_curves(rows, out)
     if any(s["method"] == "base" for s in summary) and any(s["method"] != "base" for s in summary):
@@ -161,7 +172,9 @@ def _replot(directory: Path) -> int:
         raise UserError(f"--replot {directory}: results.jsonl is not valid JSON lines ({error})") from None
     if not rows:
         raise UserError(f"--replot {directory}: results.jsonl has no rows")
-    _summarize(directory, rows)
+    config = directory / "config.json"
+    num_classes = json.loads(config.read_text()).get("num_classes", 10) if config.is_file() else 10
+    _summarize(directory, rows, num_classes)
     return 0
 
 
@@ -184,7 +197,8 @@ def run_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # mkl_avx512: results differ from the default path's by float rounding, so record which one made them
-    record = {"dataset": dataset.name, "seeds": args.seeds, "mkl_avx512": runtime.mkl_shim_loaded(), "runs": []}
+    record = {"dataset": dataset.name, "num_classes": dataset.num_classes, "seeds": args.seeds,
+              "mkl_avx512": runtime.mkl_shim_loaded(), "runs": []}
     if args.select:
         from plastic.synthetic.selection import select, selection_runs
 
@@ -213,5 +227,5 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     write_results(out, rows)  # in run order
-    _summarize(out, rows)
+    _summarize(out, rows, dataset.num_classes)
     return 0
