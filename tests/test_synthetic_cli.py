@@ -140,3 +140,16 @@ def test_methods_left_near_chance_are_named_in_a_warning():
     warnings = near_chance(summary, num_classes=10)
     assert len(warnings) == 1 and warnings[0].startswith("input crelu ends at 10.4% test accuracy, near chance (10%)")
     assert [w.split(" ends")[0] for w in near_chance(summary, num_classes=5)] == ["input crelu", "label crelu"]
+
+
+def test_replot_of_one_scenario_into_another_folder(tmp_path, capsys):
+    assert run_cli(tmp_path, "--scenario", "both", "--methods", "base,ln", "--seeds", "2") == 0
+    out, label = tmp_path / "out", tmp_path / "label-only"
+    with open(out / "summary.csv") as handle:
+        both = [row for row in csv.DictReader(handle)]
+    assert main(["synthetic", "--replot", str(out), "--scenario", "label", "--out", str(label)]) == 0
+    with open(label / "summary.csv") as handle:
+        assert list(csv.DictReader(handle)) == [row for row in both if row["scenario"] == "label"]
+    assert (label / "improvement.png").stat().st_size > 0
+    assert main(["synthetic", "--replot", str(out), "--scenario", "reward"]) == 2
+    assert "--scenario 'reward'" in capsys.readouterr().err

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the App. A.2 CNN through phases of input adaptation (growing buffer of chunks) or label "
         "adaptation (classes re-assigned every phase) with LN, SAM, CReLU, Reset, ReDo and their combinations.",
     )
-    parser.add_argument("--scenario", default="input", help="input, label, or both (comma list); default input")
+    parser.add_argument("--scenario", default=None,
+                        help="input, label, or both (comma list); default input (with --replot: every scenario)")
     parser.add_argument(
         "--methods", default="base,plastic",
         help="comma list of methods, as `plastic train --method`: base, plastic (= ln+sam+crelu+reset) or a switch "
@@ -70,9 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bare --select = full")
     parser.add_argument("--select-seeds", type=int, default=3, help="seeds per setting in the --select sweep")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--out", default="runs/synthetic")
+    parser.add_argument("--out", default=None, help="output folder; default runs/synthetic (with --replot: DIR)")
     parser.add_argument("--replot", metavar="DIR", default=None,
-                        help="train nothing: rebuild summary.csv and the figures in DIR from its results.jsonl")
+                        help="train nothing: rebuild summary.csv and the figures from DIR's results.jsonl, into DIR "
+                        "or --out, for every scenario or those in --scenario")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run_command)
 
@@ -88,13 +90,19 @@ def _load_dataset(args: argparse.Namespace):
         raise UserError(str(error)) from error
 
 
-def _configs(args: argparse.Namespace):
-    from plastic.synthetic.experiment import SCENARIOS, RunConfig, parse_methods
+def _scenarios(text: str) -> list[str]:
+    from plastic.synthetic.experiment import SCENARIOS
 
-    scenarios = list(SCENARIOS) if args.scenario == "both" else [s.strip() for s in args.scenario.split(",") if s.strip()]
-    bad = [s for s in scenarios if s not in SCENARIOS]
-    if bad or not scenarios:
-        raise UserError(f"--scenario {args.scenario!r}: allowed input, label, both")
+    scenarios = list(SCENARIOS) if text == "both" else [s.strip() for s in text.split(",") if s.strip()]
+    if not scenarios or any(s not in SCENARIOS for s in scenarios):
+        raise UserError(f"--scenario {text!r}: allowed input, label, both")
+    return scenarios
+
+
+def _configs(args: argparse.Namespace):
+    from plastic.synthetic.experiment import RunConfig, parse_methods
+
+    scenarios = _scenarios(args.scenario or "input")
     if args.seeds <= 0:
         raise UserError(f"--seeds {args.seeds}: must be >= 1")
     if args.workers <= 0:
@@ -160,9 +168,10 @@ def _summarize(out: Path, rows: list[dict], num_classes: int = 10) -> None:
     print(f"wrote {out}/summary.csv, {', '.join(figures)} (and .pdf)")
 
 
-def _replot(directory: Path) -> int:
+def _replot(args: argparse.Namespace) -> int:
     from plastic.synthetic.results import read_rows
 
+    directory = Path(args.replot)
     path = directory / "results.jsonl"
     try:
         rows = read_rows(path)
@@ -170,17 +179,23 @@ def _replot(directory: Path) -> int:
         raise UserError(f"--replot {directory}: no results.jsonl there (written by `plastic synthetic --out`)") from None
     except ValueError as error:  # JSONDecodeError
         raise UserError(f"--replot {directory}: results.jsonl is not valid JSON lines ({error})") from None
+    if args.scenario is not None:
+        scenarios = _scenarios(args.scenario)
+        rows = [row for row in rows if row["scenario"] in scenarios]
     if not rows:
-        raise UserError(f"--replot {directory}: results.jsonl has no rows")
+        raise UserError(f"--replot {directory}: results.jsonl has no rows" +
+                        (f" for --scenario {args.scenario}" if args.scenario else ""))
     config = directory / "config.json"
     num_classes = json.loads(config.read_text()).get("num_classes", 10) if config.is_file() else 10
-    _summarize(directory, rows, num_classes)
+    out = Path(args.out) if args.out is not None else directory
+    out.mkdir(parents=True, exist_ok=True)
+    _summarize(out, rows, num_classes)
     return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
     if args.replot is not None:
-        return _replot(Path(args.replot))
+        return _replot(args)
     configs = _configs(args)
     dataset = _load_dataset(args)
     import torch
@@ -194,7 +209,7 @@ def run_command(args: argparse.Namespace) -> int:
     if runtime.mkl_avx512_would_help():
         print("plastic synthetic: hint: on this AMD CPU, `plastic --mkl-avx512 synthetic ...` trains ~10-15% faster "
               "(opt-in; see docs/synthetic.md)", file=sys.stderr)
-    out = Path(args.out)
+    out = Path(args.out or "runs/synthetic")
     out.mkdir(parents=True, exist_ok=True)
     # mkl_avx512: results differ from the default path's by float rounding, so record which one made them
     record = {"dataset": dataset.name, "num_classes": dataset.num_classes, "seeds": args.seeds,
