@@ -48,8 +48,12 @@ def grid(config: RunConfig, names: Sequence[str] = SHARED + OWN) -> list[RunConf
     return [replace(config, **dict(zip(varied, values))) for values in itertools.product(*(grids[n] for n in varied))]
 
 
-def _base_of(config: RunConfig) -> RunConfig:
-    return replace(config, method=Method.parse("base"))
+def _bases(configs: list[RunConfig]) -> dict[str, RunConfig]:
+    """scenario -> Base with the first config of that scenario's other settings (the staged protocol's first stage)."""
+    bases: dict[str, RunConfig] = {}
+    for config in configs:
+        bases.setdefault(config.scenario, replace(config, method=Method.parse("base")))
+    return bases
 
 
 def selection_runs(configs: list[RunConfig], protocol: str, seeds: int) -> int:
@@ -59,8 +63,8 @@ def selection_runs(configs: list[RunConfig], protocol: str, seeds: int) -> int:
 
     if protocol == "full":
         return seeds * searched(grid(c) for c in configs)
-    bases = {c.scenario: _base_of(c) for c in configs}.values()
-    return seeds * (searched(grid(c, SHARED) for c in bases) + searched(grid(c, OWN) for c in configs))
+    return seeds * (searched(grid(c, SHARED) for c in _bases(configs).values())
+                    + searched(grid(c, OWN) for c in configs))
 
 
 def _best(validation: ImageDataset, configs: list[RunConfig], names: Sequence[str], stage: str, seeds: list[int],
@@ -102,10 +106,9 @@ def select(
     validation = dataset.validation_split(validation_fraction, seed=0)
     if protocol == "full":
         return _best(validation, configs, SHARED + OWN, "full", seeds, workers, on_phase)
-    scenarios = list({c.scenario: None for c in configs})
-    bases, shared_table = _best(validation, [_base_of(next(c for c in configs if c.scenario == s)) for s in scenarios],
-                                SHARED, "shared", seeds, workers, on_phase)
-    chosen = dict(zip(scenarios, bases))
+    bases = _bases(configs)
+    best_bases, shared_table = _best(validation, list(bases.values()), SHARED, "shared", seeds, workers, on_phase)
+    chosen = dict(zip(bases, best_bases))
     configs = [replace(c, lr=chosen[c.scenario].lr, weight_decay=chosen[c.scenario].weight_decay) for c in configs]
     best, own_table = _best(validation, configs, OWN, "own", seeds, workers, on_phase)
     return best, shared_table + own_table
