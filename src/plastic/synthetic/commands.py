@@ -181,7 +181,7 @@ def _replot(args: argparse.Namespace) -> int:
         raise UserError(f"--replot {directory}: results.jsonl is not valid JSON lines ({error})") from None
     if args.scenario is not None:
         scenarios = _scenarios(args.scenario)
-        rows = [row for row in rows if row["scenario"] in scenarios]
+        rows = [row for row in rows if row.get("scenario") in scenarios]
     if not rows:
         raise UserError(f"--replot {directory}: results.jsonl has no rows" +
                         (f" for --scenario {args.scenario}" if args.scenario else ""))
