@@ -10,10 +10,11 @@ run uses); the main keys then hold the compiled figures and `eager_*_ms` the eag
 
 The floor (issue 14): the streaming memory bandwidth measured in the same run at the same thread count (a large
 copy), the bytes one base update must move (every parameter-sized tensor each pass reads or writes, counted from the
-agent's tensors: `update_traffic`), and `floor_ms` = bytes / bandwidth + convolution FLOPs / the conv peak. Base and
-PLASTIC are also timed with `precision = "bf16"` (`bf16_base_ms`, `bf16_plastic_ms`; null on a CPU without bf16
-units), interleaved with the float32 ones. `--loop-steps N` also breaks one agent step of the loop down into acting
-at batch 1, the emulator, buffer insertion, PER sampling, the priority update, the rest of the update and logging.
+agent's tensors: `update_traffic`), and `floor_ms` = bytes / bandwidth + convolution FLOPs / the conv peak. Base,
+PLASTIC† and PLASTIC are also timed with `precision = "bf16"` (`bf16_base_ms`, `bf16_dagger_ms`, `bf16_plastic_ms`;
+null on a CPU without bf16 units), interleaved with the float32 ones. `--loop-steps N` also breaks one agent step
+of the loop down into acting at batch 1, the emulator, buffer insertion, PER sampling, the priority update, the rest
+of the update and logging.
 
     python benchmarks/update_speed.py [--threads 1] [--updates 10] [--rounds 5] [--compile both|on|off] [--loop-steps 1500]
 """
@@ -35,7 +36,8 @@ import torch  # noqa: E402
 
 # Timed variants: name -> (preset, precision). The names prefix the JSON keys (`base_ms`, `bf16_plastic_ms`, ...).
 PRESETS = {"base": ("base", "fp32"), "sam": ("sam", "fp32"), "dagger": ("plastic-dagger", "fp32"),
-           "plastic": ("plastic", "fp32"), "bf16_base": ("base", "bf16"), "bf16_plastic": ("plastic", "bf16")}
+           "plastic": ("plastic", "fp32"), "bf16_base": ("base", "bf16"), "bf16_dagger": ("plastic-dagger", "bf16"),
+           "bf16_plastic": ("plastic", "bf16")}
 
 
 def build(preset: str, actions: int, fill: int, device: torch.device, compile: str = "off", precision: str = "fp32"):
@@ -282,7 +284,7 @@ def main() -> None:
     if no_bf16:
         print(f"bf16 not timed: {no_bf16}")
         presets = {name: value for name, value in presets.items() if value[1] == "fp32"}
-        figures.update(bf16_base_ms=None, bf16_plastic_ms=None)
+        figures.update(bf16_base_ms=None, bf16_dagger_ms=None, bf16_plastic_ms=None)
     for mode in modes:
         prefix = "eager_" if mode == "off" and len(modes) == 2 else ""
         torch._dynamo.reset()
@@ -317,7 +319,7 @@ def main() -> None:
           f"{memory_ms:.1f} ms + {figures['conv_gflop_per_update']} GFLOP of convolutions at {peak['conv']:.0f} "
           f"GFLOP/s = {conv_ms:.1f} ms -> floor {figures['floor_ms']:.1f} ms; base is "
           f"{figures['base_over_floor']:.2f}x the floor")
-    for name in ("base", "plastic"):
+    for name in ("base", "dagger", "plastic"):
         if figures.get(f"bf16_{name}_ms") and f"{name}_ms" in figures:
             figures[f"bf16_over_fp32_{name}"] = round(figures[f"bf16_{name}_ms"] / figures[f"{name}_ms"], 3)
             print(f"bf16/fp32 {name}: {figures[f'bf16_over_fp32_{name}']:.2f}x")
