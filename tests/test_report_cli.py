@@ -100,6 +100,8 @@ def test_out_directory_holds_tables_figures_and_json(runs, tmp_path, capsys):
     per_game = (out / "per_game.csv").read_text().splitlines()
     assert per_game[0].startswith("Task,base,plastic,Base (paper)")
     assert per_game[1].startswith("Breakout,5.333333333333333,23.333333333333332,13.16")
+    # Table 7's columns (Base ... PLASTIC), then Table 9's PLASTIC† at replay ratio 2 (Breakout 16.4)
+    assert per_game[0].endswith("PLASTIC (paper),PLASTIC† (paper)") and per_game[1].endswith(",21.0,16.4")
     assert "plastic,2,1.0," in (out / "replay_ratio_scaling.csv").read_text()  # 3600 s per run = 1 hour
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no staging directory left behind
     # A second report replaces the first one.

@@ -143,13 +143,15 @@ def aggregate_table(
 def per_game_table(
     groups: Mapping[str, Sequence[RunScore]], tasks: Sequence[str], domain: str, compare_paper: bool = False
 ) -> Table:
-    """Table 7 / 10: the mean raw score over seeds of each method on each task (None where it has no run)."""
+    """Table 7 / 10: the mean raw score over seeds of each method on each task (None where it has no run). With
+    `compare_paper`, the paper's columns follow: Table 7 (Atari, replay ratio 2, 10 seeds) and from Table 9 the one
+    method Table 7 lacks, PLASTIC† at replay ratio 2 (5 seeds); Table 10 on DMC."""
     methods = list(groups)
     paper_columns: dict[str, dict[str, float | None]] = {}
     if compare_paper:
-        table = {"atari": "table7", "dmc": "table10"}.get(domain)
         for score in paper_per_game():
-            if score.table == table:
+            table_9_dagger = (score.table, score.method, score.replay_ratio) == ("table9", "PLASTIC†", 2)
+            if score.domain == domain and (score.table in ("table7", "table10") or table_9_dagger):
                 paper_columns.setdefault(_paper_label(score.method), {})[score.key] = score.value
     rows: list[list[Cell]] = []
     for task in tasks:
