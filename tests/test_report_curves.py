@@ -213,3 +213,10 @@ def test_the_random_policy_line_is_the_mean_random_score_of_each_envs_finished_r
     assert len(recorded) == 2 and all(isinstance(value, float) for value in recorded)
     results = loading.load_results([runs])
     assert random_scores(results) == {"minatar:breakout": pytest.approx(sum(recorded) / 2)}
+
+
+def test_step_ticks_are_short_so_that_six_digit_steps_do_not_collide():
+    from plastic.report.figures import step_label
+
+    assert [step_label(x) for x in (0, 500, 50_000, 400_000, 1_500_000, 2_000_000, -25_000)] == [
+        "0", "500", "50k", "400k", "1.5M", "2M", "-25k"]

@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from plastic.report.aggregates import Estimate, interquartile_mean, performance_profile  # noqa: E402
@@ -35,6 +36,18 @@ def save_figure(figure, stem: Path, *, dpi: int = 120, tight_bbox: bool = False)
         figure.savefig(path, dpi=dpi, **({"bbox_inches": "tight"} if tight_bbox else {}))
     plt.close(figure)
     return paths
+
+
+def step_label(value: float, _position=None) -> str:
+    """A step-axis tick: 400000 -> "400k", 1500000 -> "1.5M" (full numbers of six or more digits collide)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _steps_axis(axis) -> None:
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(step_label))
 
 
 def _save(figure, directory: Path, name: str) -> list[Path]:
@@ -107,6 +120,7 @@ def sample_efficiency(
             continue
         matrix = np.stack([[np.interp(grid, s, v) for s, v in runs] for runs in by_task.values()], axis=-1)
         axis.plot(grid, interquartile_mean(np.moveaxis(matrix, 1, 0)), label=method)  # (steps, runs, tasks)
+    _steps_axis(axis)
     return _finish(figure, axis, directory, "sample_efficiency", "Environment steps", f"IQM {axis_label}")
 
 
@@ -128,6 +142,7 @@ def probe_curves(
             axis.fill_between(grid, mean - error, mean + error, color=line.get_color(), alpha=0.2)
         axis.set_title(title)
         axis.set_xlabel("Environment steps")
+        _steps_axis(axis)
         axis.legend()
         axis.grid(alpha=0.3)
     return _save(figure, directory, "probe_curves")
@@ -176,6 +191,7 @@ def learning_curves(
             axis.axhline(random_scores[env], color="0.5", linestyle=":", label="random policy")
         axis.set_title(env)
         axis.set_xlabel(x_label[:1].upper() + x_label[1:])
+        _steps_axis(axis)
         axis.set_ylabel(y_label)
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
