@@ -5,7 +5,8 @@
 Writes to `--out`: `results.csv` / `results.jsonl` (one row per scenario, method, seed and phase), `summary.csv`
 (final test accuracy per method: mean and 95% CI over seeds), `improvement.png/.pdf` (Fig. 3) and
 `curves.png/.pdf`, `config.json`; with `--select` also `selection.csv` (every setting's validation score) and the
-chosen settings in `config.json`.
+chosen settings in `config.json`. `runs.jsonl` keeps every finished run (`runlog.py`): re-running a command with the
+same `--out` trains only the runs it does not hold (`--fresh`: train them all again).
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plastic import runtime
 from plastic.errors import UserError
+
+if TYPE_CHECKING:
+    from plastic.synthetic.data import ImageDataset
+    from plastic.synthetic.experiment import RunConfig
+    from plastic.synthetic.runlog import RunLog
 
 STRIDE_CHOICES = {"paper": (3, 3, 1), "code": (3, 1, 1)}
 
@@ -71,7 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bare --select = full")
     parser.add_argument("--select-seeds", type=int, default=3, help="seeds per setting in the --select sweep")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--out", default=None, help="output folder; default runs/synthetic (with --replot: DIR)")
+    parser.add_argument("--out", default=None,
+                        help="output folder; default runs/synthetic (with --replot: DIR). Every finished run is kept "
+                        "in OUT/runs.jsonl, and re-running a command with the same --out trains only the runs it "
+                        "does not hold there: an interrupted command continues, more seeds add only the new ones")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train every run again, ignoring (and then replacing) OUT/runs.jsonl")
     parser.add_argument("--replot", metavar="DIR", default=None,
                         help="train nothing: rebuild summary.csv and the figures from DIR's results.jsonl, into DIR "
                         "or --out, for every scenario or those in --scenario")
@@ -196,21 +208,36 @@ def _replot(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     if args.replot is not None:
         return _replot(args)
+    out = Path(args.out or "runs/synthetic")
     configs = _configs(args)
     dataset = _load_dataset(args)
+    if args.select and args.select_seeds <= 0:
+        raise UserError(f"--select-seeds {args.select_seeds}: must be >= 1")
+    from plastic.synthetic.runlog import RUN_LOG_NAME, RunLog
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / RUN_LOG_NAME, fresh=args.fresh)
+    if len(log):
+        print(f"plastic synthetic: {log.path} holds {len(log)} finished runs; those this command needs are reused, "
+              "not trained again (--fresh retrains them)", file=sys.stderr)
+    try:
+        return _train(args, out, configs, dataset, log)
+    except KeyboardInterrupt:
+        print(f"plastic synthetic: {len(log)} finished runs are kept in {log.path}; the same command continues "
+              "from there", file=sys.stderr)
+        raise
+
+
+def _train(args: argparse.Namespace, out: Path, configs: list[RunConfig], dataset: ImageDataset, log: RunLog) -> int:
     import torch
 
     from plastic.synthetic.experiment import config_record, run_many
     from plastic.synthetic.results import to_csv, write_atomic, write_results
 
-    if args.select and args.select_seeds <= 0:
-        raise UserError(f"--select-seeds {args.select_seeds}: must be >= 1")
     torch.set_num_threads(1)
     if runtime.mkl_avx512_would_help():
         print("plastic synthetic: hint: on this AMD CPU, `plastic --mkl-avx512 synthetic ...` trains ~10-15% faster "
               "(opt-in; see docs/synthetic.md)", file=sys.stderr)
-    out = Path(args.out or "runs/synthetic")
-    out.mkdir(parents=True, exist_ok=True)
     # mkl_avx512: results differ from the default path's by float rounding, so record which one made them
     record = {"dataset": dataset.name, "num_classes": dataset.num_classes, "seeds": args.seeds,
               "mkl_avx512": runtime.mkl_shim_loaded(), "runs": []}
@@ -222,7 +249,7 @@ def run_command(args: argparse.Namespace) -> int:
         progress = _Progress(total, f"select ({args.select})", args.no_progress)
         try:
             configs, table = select(dataset, configs, seeds, args.validation_fraction, args.workers, progress,
-                                    protocol=args.select)
+                                    protocol=args.select, log=log)
         finally:
             progress.close()
         write_atomic(out / "selection.csv", to_csv(table, ("stage", "scenario", "method")))
@@ -238,7 +265,7 @@ def run_command(args: argparse.Namespace) -> int:
     runs = [(config, seed) for config in configs for seed in range(args.seeds)]
     progress = _Progress(len(runs) * args.phases, "synthetic", args.no_progress)
     try:
-        rows = run_many(dataset, runs, workers=args.workers, on_phase=progress, on_run=checkpoint)
+        rows = run_many(dataset, runs, workers=args.workers, on_phase=progress, on_run=checkpoint, log=log)
     finally:
         progress.close()
     write_results(out, rows)  # in run order

@@ -18,6 +18,7 @@ from plastic.synthetic.data import ImageDataset
 
 if TYPE_CHECKING:
     from plastic.synthetic.experiment import RunConfig
+    from plastic.synthetic.runlog import RunLog
 
 
 _worker_dataset: ImageDataset | None = None
@@ -43,38 +44,54 @@ def run_many(
     workers: int = 1,
     on_phase: Callable[[int], None] | None = None,
     on_run: Callable[[list[dict[str, Any]]], None] | None = None,
+    log: RunLog | None = None,
 ) -> list[dict[str, Any]]:
     """Train every `(config, seed)`; `workers` > 1 spreads them over that many 1-thread processes.
 
     `on_phase(n)` is called as phases finish (a progress bar), `on_run(rows)` as runs finish (checkpointing results).
-    Rows come back in the order of `runs`.
+    With a `log` (`runlog.py`), a run found there is not trained again (its phases count as done at once) and every
+    newly trained run is added to it. Rows come back in the order of `runs`.
     """
     from plastic.synthetic.experiment import run_seed
 
     runs = list(runs)
     results: list[list[dict[str, Any]] | None] = [None] * len(runs)
-    if workers <= 1 or len(runs) <= 1:
+    keys = [log.key(dataset, config, seed) for config, seed in runs] if log is not None else []
+    todo = []
+    for position, (config, _) in enumerate(runs):
+        results[position] = log.get(keys[position]) if log is not None else None
+        if results[position] is None:
+            todo.append(position)
+            continue
+        if on_phase is not None:
+            on_phase(config.phases)
+        if on_run is not None:
+            on_run(results[position])
+
+    def finished(position: int, rows: list[dict[str, Any]]) -> None:
+        results[position] = rows
+        if log is not None:
+            log.add(keys[position], rows)
+        if on_run is not None:
+            on_run(rows)
+
+    if workers <= 1 or len(todo) <= 1:
         tune_allocator()
-        for position, (config, seed) in enumerate(runs):
-            results[position] = run_seed(dataset, config, seed, on_phase)
-            if on_run is not None:
-                on_run(results[position])
+        for position in todo:
+            finished(position, run_seed(dataset, *runs[position], on_phase))
         return [row for rows in results for row in rows]  # type: ignore[union-attr]
 
     context = multiprocessing.get_context("spawn")
     progress = context.Queue()
     with ProcessPoolExecutor(
-        min(workers, len(runs)), mp_context=context, initializer=_init_worker, initargs=(dataset, progress)
+        min(workers, len(todo)), mp_context=context, initializer=_init_worker, initargs=(dataset, progress)
     ) as pool:
-        pending = {pool.submit(_run_in_worker, config, seed): i for i, (config, seed) in enumerate(runs)}
+        pending = {pool.submit(_run_in_worker, *runs[position]): position for position in todo}
         while pending:
             done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             _drain(progress, on_phase)
             for future in done:
-                position = pending.pop(future)
-                results[position] = future.result()
-                if on_run is not None:
-                    on_run(results[position])
+                finished(pending.pop(future), future.result())
         _drain(progress, on_phase)
     return [row for rows in results for row in rows]  # type: ignore[union-attr]
 

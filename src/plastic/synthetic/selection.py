@@ -26,6 +26,7 @@ import numpy as np
 
 from plastic.synthetic.data import ImageDataset
 from plastic.synthetic.experiment import Method, RunConfig, run_many
+from plastic.synthetic.runlog import RunLog
 
 LR_GRID = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 WEIGHT_DECAY_GRID = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -68,11 +69,12 @@ def selection_runs(configs: list[RunConfig], protocol: str, seeds: int) -> int:
 
 
 def _best(validation: ImageDataset, configs: list[RunConfig], names: Sequence[str], stage: str, seeds: list[int],
-          workers: int, on_phase: Callable[[int], None] | None) -> tuple[list[RunConfig], list[dict[str, Any]]]:
+          workers: int, on_phase: Callable[[int], None] | None,
+          log: RunLog | None) -> tuple[list[RunConfig], list[dict[str, Any]]]:
     settings = [grid(config, names) for config in configs]
     searched = [group for group in settings if len(group) > 1]
     runs = [(setting, seed) for group in searched for setting in group for seed in seeds]
-    rows = run_many(validation, runs, workers=workers, on_phase=on_phase) if runs else []
+    rows = run_many(validation, runs, workers=workers, on_phase=on_phase, log=log) if runs else []
     finals = [row["test_accuracy"] for row in rows if row["phase"] == configs[0].phases - 1]
     scores = iter(np.asarray(finals).reshape(-1, len(seeds)).mean(axis=1))
     best, table = [], []
@@ -98,17 +100,20 @@ def select(
     workers: int = 1,
     on_phase: Callable[[int], None] | None = None,
     protocol: str = "full",
+    log: RunLog | None = None,
 ) -> tuple[list[RunConfig], list[dict[str, Any]]]:
     """Best setting for each config (one per method/scenario) and the score table (one row per setting searched:
-    `stage`, scenario, method, its hyper-parameters, `validation_accuracy`, seeds)."""
+    `stage`, scenario, method, its hyper-parameters, `validation_accuracy`, seeds). With a `log`, settings trained
+    before are read from it (`run_many`)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"selection protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     validation = dataset.validation_split(validation_fraction, seed=0)
     if protocol == "full":
-        return _best(validation, configs, SHARED + OWN, "full", seeds, workers, on_phase)
+        return _best(validation, configs, SHARED + OWN, "full", seeds, workers, on_phase, log)
     bases = _bases(configs)
-    best_bases, shared_table = _best(validation, list(bases.values()), SHARED, "shared", seeds, workers, on_phase)
+    best_bases, shared_table = _best(validation, list(bases.values()), SHARED, "shared", seeds, workers, on_phase,
+                                      log)
     chosen = dict(zip(bases, best_bases))
     configs = [replace(c, lr=chosen[c.scenario].lr, weight_decay=chosen[c.scenario].weight_decay) for c in configs]
-    best, own_table = _best(validation, configs, OWN, "own", seeds, workers, on_phase)
+    best, own_table = _best(validation, configs, OWN, "own", seeds, workers, on_phase, log)
     return best, shared_table + own_table
