@@ -163,7 +163,8 @@ def test_trace_equals_the_recorded_golden_trace(name, tmp_path):
     # Another machine kind: rounding differs, behaviour must not. Same structure, numbers within a tolerance. SAC's
     # trace is the exception: its sampled actions feed rounding differences back into the data, and on an AVX2-only
     # CPU against an AVX-512 recording its entropy drifted 2.4% and its evaluation return went elsewhere, so on
-    # another machine kind it is held to the same structure with finite numbers; on the recording's kind, exactly.
+    # another machine kind it is held to the same structure, NaN where the recording has NaN; on the recording's
+    # kind, exactly.
     expected, actual = dict(numbers(golden["trace"])), dict(numbers(trace))
     assert expected.keys() == actual.keys()
     for key, value in expected.items():

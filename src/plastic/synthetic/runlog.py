@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plastic import __version__, runtime
+
 if TYPE_CHECKING:
     from plastic.synthetic.data import ImageDataset
     from plastic.synthetic.experiment import RunConfig
@@ -48,6 +50,8 @@ class RunLog:
         self._runs: dict[str, list[dict[str, Any]]] = {}
         self._fingerprints: dict[int, tuple[ImageDataset, str]] = {}
         self._replace = fresh
+        # The parts of every key that this process fixes, read once (the shim's check reads /proc/self/maps).
+        self._process = {"version": __version__, "mkl_avx512": runtime.mkl_shim_loaded()}
         if not fresh and self.path.is_file():
             self._read()
 
@@ -69,14 +73,13 @@ class RunLog:
         return len(self._runs)
 
     def key(self, dataset: ImageDataset, config: RunConfig, seed: int) -> str:
-        from plastic import __version__, runtime
         from plastic.synthetic.experiment import config_record
 
         if id(dataset) not in self._fingerprints:  # the dataset is kept with it, so that its id is not reused
             self._fingerprints[id(dataset)] = (dataset, dataset_fingerprint(dataset))
         fingerprint = self._fingerprints[id(dataset)][1]
-        return json.dumps({"data": fingerprint, "config": config_record(config), "seed": seed,
-                           "version": __version__, "mkl_avx512": runtime.mkl_shim_loaded()}, sort_keys=True)
+        return json.dumps({"data": fingerprint, "config": config_record(config), "seed": seed, **self._process},
+                          sort_keys=True)
 
     def get(self, key: str) -> list[dict[str, Any]] | None:
         return self._runs.get(key)
