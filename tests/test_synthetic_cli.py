@@ -41,10 +41,12 @@ def test_tiny_run_writes_results_summary_and_figures(tmp_path):
         (["--scenario", "reward"], "--scenario 'reward'"),
         (["--reset-layers", "4"], "reset_layers=4: the head has 3 FC layers; allowed 1..3"),
         (["--dataset", "cifar10", "--data-dir", "{tmp}/missing", "--no-download"], "CIFAR-10 not found"),
+        (["--out", "{tmp}/a-file"], "is a file, not a folder"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, capsys, flags, message):
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    (tmp_path / "a-file").write_text("")
     assert run_cli(tmp_path, *flags) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1 and "Traceback" not in error

@@ -215,6 +215,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError(f"--select-seeds {args.select_seeds}: must be >= 1")
     from plastic.synthetic.runlog import RUN_LOG_NAME, RunLog
 
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / RUN_LOG_NAME, fresh=args.fresh)
     if len(log):
