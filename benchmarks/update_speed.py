@@ -6,7 +6,8 @@ update achieves (FLOPs counted by torch's FlopCounterMode); a conv/matmul peak G
 the same thread count, and the ratio; optionally the full training loop's env steps/s at replay ratio 2 on Pong.
 Ends with one JSON line (keys: base_ms, sam_ms, dagger_ms, plastic_ms, base_gflops, peak_gflops, threads, ...).
 With `--compile both` (the default) every preset is timed eager and compiled (config `compile`, what a long Atari
-run uses); the main keys then hold the compiled figures and `eager_*_ms` the eager ones.
+run uses); the main keys then hold the compiled figures and `eager_*_ms` the eager ones. `--compile-mode
+reduce-overhead` (CUDA only) compiles with CUDA graphs (config `compile_mode`).
 
 The floor (issue 14): the streaming memory bandwidth measured in the same run at the same thread count (a large
 copy), the bytes one base update must move (every parameter-sized tensor each pass reads or writes, counted from the
@@ -40,12 +41,15 @@ PRESETS = {"base": ("base", "fp32"), "sam": ("sam", "fp32"), "dagger": ("plastic
            "bf16_plastic": ("plastic", "bf16")}
 
 
-def build(preset: str, actions: int, fill: int, device: torch.device, compile: str = "off", precision: str = "fp32"):
+def build(preset: str, actions: int, fill: int, device: torch.device, compile: str = "off", precision: str = "fp32",
+          compile_mode: str = "default"):
     from plastic import config as config_module
     from plastic.agents.rainbow import RainbowAgent
     from plastic.replay import ReplayBuffer
 
-    config = config_module.build("atari:Pong", preset, overrides={"compile": compile, "precision": precision})
+    config = config_module.build("atari:Pong", preset, overrides={
+        "compile": compile, "precision": precision, "device": device.type,
+        "compile_mode": compile_mode if compile == "on" else "default"})
     agent = RainbowAgent(config, (4, 84, 84), actions, device)
     buffer = ReplayBuffer(seed=0, frame_shape=(1, 84, 84), frame_stack=4, **agent.replay_options())
     rng = np.random.default_rng(0)
@@ -254,6 +258,8 @@ def main() -> None:
     parser.add_argument("--fill", type=int, default=5000, help="transitions in the buffer")
     parser.add_argument("--compile", choices=("both", "on", "off"), default="both",
                         help="time eager (off), compiled (on) or both")
+    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead"), default="default",
+                        help="torch.compile mode of the compiled figures; reduce-overhead = CUDA graphs (cuda only)")
     parser.add_argument("--loop-steps", type=int, default=0, help="also time the full loop on Pong (0 = skip)")
     parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma list of {', '.join(PRESETS)}")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -265,11 +271,14 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("update_speed.py: --device cuda but torch sees no CUDA device")
+    if args.compile_mode == "reduce-overhead" and (device.type != "cuda" or args.compile == "off"):
+        raise SystemExit("update_speed.py: --compile-mode reduce-overhead captures CUDA graphs: it needs --device "
+                         "cuda and --compile on or both")
     unknown = set(args.presets.split(",")) - set(PRESETS)
     if unknown or "base" not in args.presets.split(","):
         raise SystemExit(f"update_speed.py: --presets {args.presets}: a comma list of {', '.join(PRESETS)} that "
                          "includes base")
-    figures: dict[str, float] = {"threads": args.threads, "device": args.device}
+    figures: dict[str, float] = {"threads": args.threads, "device": args.device, "compile_mode": args.compile_mode}
     flops = update_flops(*build("base", args.actions, args.fill, device))  # counted eagerly; compiling keeps FLOPs
     figures["base_gflop_per_update"] = round(flops / 1e9, 3)
     base_agent, base_buffer = build("base", args.actions, args.fill, device)
@@ -288,7 +297,8 @@ def main() -> None:
     for mode in modes:
         prefix = "eager_" if mode == "off" and len(modes) == 2 else ""
         torch._dynamo.reset()
-        runs = {name: build(preset, args.actions, args.fill, device, compile=mode, precision=precision)
+        runs = {name: build(preset, args.actions, args.fill, device, compile=mode, precision=precision,
+                            compile_mode=args.compile_mode)
                 for name, (preset, precision) in presets.items()}
         for name, ms in time_updates(runs, args.updates, args.rounds).items():
             figures[f"{prefix}{name}_ms"] = round(ms, 2)

@@ -404,6 +404,48 @@ def test_compiled_updates_match_eager_updates(tmp_path, monkeypatch):
     np.testing.assert_allclose(buffers[1].sum_tree.get(slots), buffers[0].sum_tree.get(slots), rtol=1e-4)
 
 
+def test_reduce_overhead_is_refused_where_there_are_no_cuda_graphs():
+    for overrides, reason in ((["device=cpu"], "device = 'cpu' has no CUDA graphs"),
+                              (["compile=off"], "compile = 'off' compiles nothing")):
+        with pytest.raises(ValueError, match=f"'compile_mode' = 'reduce-overhead' .*{reason}; use compile_mode=default"):
+            build("atari:Pong", "base", overrides=parse_overrides(["compile_mode=reduce-overhead", *overrides]))
+    with pytest.raises(ValueError, match="dmc runs eagerly"):
+        build("dmc:cartpole-swingup", "base", overrides={"compile_mode": "reduce-overhead"})
+    with pytest.raises(ValueError, match="'compile_mode' = 'max'; allowed: default, reduce-overhead"):
+        build("atari:Pong", "base", overrides={"compile_mode": "max"})
+    # device = "auto" passes the config check; the agent, which knows the device it got, refuses a CPU
+    with pytest.raises(ValueError, match="needs a cuda device, not cpu; use compile_mode=default"):
+        make_agent("base", "compile=on", "compile_mode=reduce-overhead")
+
+
+def test_under_cuda_graphs_a_pass_returns_clones_that_survive_its_next_replay(monkeypatch):
+    """A CUDA graph replays into the same output memory. Stand in for one with a function that writes its result
+    into one fixed buffer: the first call's result must keep its value after the second call, gradients must flow
+    through the clone, and each call must begin a new graph step."""
+    from plastic.agents import compiled
+
+    static, modes = torch.zeros(3), []
+
+    def graph_like(fn, **kwargs):
+        modes.append(kwargs["mode"])
+        return lambda x: (static.copy_(fn(x).detach()), fn(x))
+
+    steps = []
+    monkeypatch.setattr(compiled.torch, "compile", graph_like)
+    monkeypatch.setattr(compiled.torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: "/usr/bin/g++")
+    double = compiled.MaybeCompiled(lambda x: x * 2, strict=True, mode="reduce-overhead")
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    first_out, first_grad_path = double(x)
+    second_out, _ = double(torch.tensor([5.0, 5.0, 5.0]))
+    assert first_out.tolist() == [2.0, 4.0, 6.0] and second_out.tolist() == [10.0, 10.0, 10.0]
+    assert static.tolist() == [10.0, 10.0, 10.0]  # the "graph's" memory was overwritten; the clone was not
+    first_grad_path.sum().backward()
+    assert x.grad.tolist() == [2.0, 2.0, 2.0] and len(steps) == 2
+    assert not compiled.MaybeCompiled(lambda x: x, strict=True).graphs
+    assert modes == ["reduce-overhead", None]  # None: torch.compile's default mode
+
+
 def test_a_failed_compile_falls_back_to_eager_under_auto_and_names_the_fix_under_on(monkeypatch):
     from plastic.agents import compiled
 

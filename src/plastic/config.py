@@ -37,6 +37,7 @@ from plastic.envs.domains import DOMAINS, Domain, split_env_id
 METHODS = ("ln", "sam", "crelu", "reset", "shrink_perturb", "redo", "l2_init", "hare_tortoise", "nap", "regrama",
            "parseval", "c_chain")
 COMPILE_AUTO_MIN_STEPS = 50_000  # `compile = "auto"` compiles Atari runs at least this long
+COMPILE_MODES = ("default", "reduce-overhead")  # the torch.compile modes a run may ask for (`compile_mode`)
 
 
 @dataclass
@@ -104,6 +105,9 @@ class TrainConfig:
     compile: str = choice("auto", ("auto", "on", "off"))
     """torch.compile the Rainbow update's passes: "auto" = on for Atari runs of at least COMPILE_AUTO_MIN_STEPS agent
     steps, where the one-off compile pays for itself, off otherwise."""
+    compile_mode: str = choice("default", COMPILE_MODES)
+    """torch.compile's mode for those passes: "reduce-overhead" also captures them as CUDA graphs (one graph launch
+    per pass instead of one kernel launch per op); cuda only (agents/compiled.py)."""
     checkpoint_every: int = within(10_000, "> 0")
     """Agent steps between checkpoints (what `--resume` continues from)."""
     keep_checkpoints: int = within(2, "> 0")
@@ -256,6 +260,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.compile == "on" and spec.continuous:
         raise ValueError("config key 'compile' = 'on' is implemented for the Rainbow agent (atari, minatar); "
                          "use compile=off for dmc")
+    if config.compile_mode == "reduce-overhead":
+        if spec.continuous or config.compile == "off" or config.device == "cpu":
+            where = ("dmc runs eagerly" if spec.continuous else "compile = 'off' compiles nothing"
+                     if config.compile == "off" else "device = 'cpu' has no CUDA graphs")
+            raise ValueError(f"config key 'compile_mode' = 'reduce-overhead' captures the compiled passes as CUDA "
+                             f"graphs, but {where}; use compile_mode=default")
     if config.precision != "fp32" and spec.continuous:
         raise ValueError(f"config key 'precision' = {config.precision!r} is implemented for the Rainbow agent "
                          "(atari, minatar); use precision=fp32 for dmc")

@@ -95,11 +95,12 @@ class RainbowAgent:
         self._target_pass, self._loss_pass = (precision.mixed(fn, config.precision, device)
                                               for fn in (self.target_distribution, self._per_sample_loss))
         if config.compile_enabled:
-            from plastic.agents.compiled import MaybeCompiled
+            from plastic.agents.compiled import MaybeCompiled, check_mode
 
-            strict = config.compile == "on"
-            self._target_pass = MaybeCompiled(self._target_pass, strict=strict)
-            self._loss_pass = MaybeCompiled(self._loss_pass, strict=strict)
+            check_mode(config.compile_mode, device)
+            options = {"strict": config.compile == "on", "mode": config.compile_mode}
+            self._target_pass = MaybeCompiled(self._target_pass, **options)
+            self._loss_pass = MaybeCompiled(self._loss_pass, **options)
 
     # ------------------------------------------------------------------ structure, for hooks
     def param_groups(self) -> list[dict]:

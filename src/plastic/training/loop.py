@@ -187,12 +187,14 @@ class Trainer:
         from plastic.agents.base import count_parameters
 
         params = count_parameters(self.agent.probe_model)
+        compiled = "off" if not config.compile_enabled else "on" if config.compile_mode == "default" else \
+            f"on ({config.compile_mode})"
         print(f"plastic-rl {__version__} | run {self.run_dir}", flush=True)
         print(f"env {config.env} | preset {config.preset} | methods {','.join(config.methods) or 'none'} | "
               f"replay ratio {config.replay_ratio} | seed {config.seed} | steps {config.steps:,} "
               f"(env steps {config.env_steps:,}, action repeat {config.action_repeat}) | "
               f"device {self.device} | threads {torch.get_num_threads()} | "
-              f"compile {'on' if config.compile_enabled else 'off'} | precision {config.precision}", flush=True)
+              f"compile {compiled} | precision {config.precision}", flush=True)
         print(f"parameters: {params:,} ({params / 1e6:.2f}M) in the online network", flush=True)
         if config.backbone_checkpoint:
             state = "frozen" if config.freeze_backbone else "trained"
