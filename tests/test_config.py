@@ -333,8 +333,8 @@ def test_the_constraints_read_from_the_fields_metadata():
 def test_runtime_options_come_last_in_config_json_and_old_key_orders_load(tmp_path):
     config = build("minatar:breakout", overrides=parse_overrides(["threads=3", "wandb=true"]))
     keys = list(config_module.to_dict(config))
-    assert keys[-10:] == ["device", "threads", "compile", "compile_mode", "checkpoint_every", "keep_checkpoints", "keep_replay",
-                         "log_every", "wandb", "wandb_project"]
+    assert keys[-11:] == ["device", "threads", "compile", "compile_mode", "flush_denormal", "checkpoint_every",
+                          "keep_checkpoints", "keep_replay", "log_every", "wandb", "wandb_project"]
     data = config_module.to_dict(config)
     first = ["env", "preset", "seed", "steps", "env_steps", "replay_ratio", "device", "threads", "compile"]
     old_order = {key: data[key] for key in first} | {key: value for key, value in data.items() if key not in first}

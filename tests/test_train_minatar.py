@@ -360,3 +360,22 @@ def test_asking_for_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--device cuda" in err
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+FLUSH_PROBE = """
+import sys, torch
+from plastic import config as config_module
+from plastic.training.loop import Trainer
+config = config_module.build("minatar:breakout", "base", overrides={"threads": 2, "flush_denormal": sys.argv[1] == "1"})
+Trainer(config, sys.argv[2], progress=False)._build(resume=False)
+print(int(torch.count_nonzero(torch.full((1 << 22,), 1e-39) * 0.5)))
+"""
+
+
+@pytest.mark.parametrize("flush, survivors", [(True, 0), (False, 1 << 22)])
+def test_flush_denormal_zeroes_subnormal_results_on_every_thread(flush, survivors, tmp_path):
+    # A fresh process (the mode is process-wide) with two threads, so that the product is split over the pool:
+    # 1e-39 * 0.5 is subnormal, so every element survives under IEEE gradual underflow and none under flushing.
+    out = subprocess.run([sys.executable, "-c", FLUSH_PROBE, str(int(flush)), str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert int(out.strip().splitlines()[-1]) == survivors

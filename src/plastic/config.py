@@ -108,6 +108,11 @@ class TrainConfig:
     compile_mode: str = choice("default", COMPILE_MODES)
     """torch.compile's mode for those passes: "reduce-overhead" also captures them as CUDA graphs (one graph launch
     per pass instead of one kernel launch per op); cuda only (agents/compiled.py)."""
+    flush_denormal: bool = True
+    """Treat subnormal floats (magnitude below 1.2e-38) as zero on the CPU (`torch.set_flush_denormal`). Adam's
+    moments of units whose gradient is zero decay through the subnormal range, where x86 arithmetic is many times
+    slower: a sixth of them were subnormal late in an Atari run, and Adam took 4x longer (docs/performance.md).
+    An Adam step from a moment that small never moves a float32 weight; false keeps IEEE gradual underflow."""
     checkpoint_every: int = within(10_000, "> 0")
     """Agent steps between checkpoints (what `--resume` continues from)."""
     keep_checkpoints: int = within(2, "> 0")

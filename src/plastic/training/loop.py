@@ -72,6 +72,7 @@ class Trainer:
 
         config = self.config
         tune_allocator()
+        torch.set_flush_denormal(config.flush_denormal)  # process-wide, the thread pool included
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # nothing should draw from the global RNG; this pins it if something does
