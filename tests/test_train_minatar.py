@@ -379,3 +379,15 @@ def test_flush_denormal_zeroes_subnormal_results_on_every_thread(flush, survivor
     out = subprocess.run([sys.executable, "-c", FLUSH_PROBE, str(int(flush)), str(tmp_path)], capture_output=True,
                          text=True, timeout=120, check=True).stdout
     assert int(out.strip().splitlines()[-1]) == survivors
+
+
+def test_a_cpu_without_flush_to_zero_is_a_warning_not_an_error(tmp_path, monkeypatch):
+    import torch
+
+    from plastic import config as config_module
+    from plastic.training.loop import Trainer
+
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda mode: False)  # what torch returns on such a CPU
+    config = config_module.build("minatar:breakout", "base")
+    with pytest.warns(UserWarning, match="cannot flush subnormal floats"):
+        Trainer(config, tmp_path, progress=False)._build(resume=False)

@@ -17,6 +17,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -72,7 +73,10 @@ class Trainer:
 
         config = self.config
         tune_allocator()
-        torch.set_flush_denormal(config.flush_denormal)  # process-wide, the thread pool included
+        # Process-wide, the thread pool included; False where the CPU has no flush-to-zero mode (then IEEE it is).
+        if not torch.set_flush_denormal(config.flush_denormal) and config.flush_denormal:
+            warnings.warn("flush_denormal = true, but this CPU cannot flush subnormal floats; they stay IEEE",
+                          stacklevel=2)
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # nothing should draw from the global RNG; this pins it if something does
