@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from plastic.nets.noisy import NoisyLinear
+from plastic.nets.noisy import FACTORISED_MAX_ROWS, NoisyLinear
 from plastic.plasticity.layers import ConvLayerNorm, CReLU, activation, crelu_widths
 
 
@@ -66,5 +66,11 @@ def test_noisy_linear_forward_equals_factorised_formula():
     bias = layer.bias_mu + layer.bias_sigma * eps_out
     x = torch.randn(5, 4)
     torch.testing.assert_close(layer(x), x @ weight.T + bias)
+    # Without gradients, up to FACTORISED_MAX_ROWS rows (acting) take x mu^T + eps_out * ((x * eps_in) sigma^T), which
+    # never forms W; more rows materialise W. Both are the same function.
+    with torch.no_grad():
+        for rows in (1, FACTORISED_MAX_ROWS, FACTORISED_MAX_ROWS + 1):
+            x = torch.randn(rows, 4)
+            torch.testing.assert_close(layer(x), x @ weight.T + bias)
     layer.noisy = False
     torch.testing.assert_close(layer(x), x @ layer.weight_mu.T + layer.bias_mu)

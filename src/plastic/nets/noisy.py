@@ -16,6 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+# A no-grad forward of at most this many rows (acting: batch 1 per env) takes the factorised form: memory-bound there,
+# it reads mu and sigma once instead of also writing and reading W (docs/performance.md, "Noisy layers").
+FACTORISED_MAX_ROWS = 8
+
+
 class NoisyLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
         super().__init__()
@@ -52,12 +57,16 @@ class NoisyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.noisy:
             return F.linear(x, self.weight_mu, self.bias_mu)
+        bias = torch.addcmul(self.bias_mu, self.bias_sigma, self.epsilon_out)
+        if not torch.is_grad_enabled() and x.numel() <= FACTORISED_MAX_ROWS * self.in_features:
+            return torch.addcmul(F.linear(x, self.weight_mu, bias), self.epsilon_out,
+                                 F.linear(x * self.epsilon_in, self.weight_sigma))
         # Materialising W = mu + sigma * (eps_out eps_in^T) costs elementwise passes over the weights but one GEMM
         # forward and two backward, versus two and four for the factorised x mu^T + eps_out * ((x * eps_in) sigma^T),
         # which never forms W. At batch 32 on CPU the GEMMs cost more than the passes, eager and compiled alike
         # (docs/performance.md, "Noisy layers").
         weight = torch.addcmul(self.weight_mu, self.weight_sigma, torch.outer(self.epsilon_out, self.epsilon_in))
-        return F.linear(x, weight, torch.addcmul(self.bias_mu, self.bias_sigma, self.epsilon_out))
+        return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
