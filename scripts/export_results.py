@@ -9,6 +9,10 @@ Each run's `config.json`, `result.json` and `metrics.jsonl` are copied to
 random policy, wall time, the evaluations during training) are rewritten from every run in the folder, and the
 report is rebuilt with `plastic report results/NAME/runs --out results/NAME/report`. Runs already exported are
 replaced, so the command can be re-run as more trials finish.
+
+When the sources are one sweep's (`SWEEP/runs` or `SWEEP`), its manifest `sweep.json` is copied too: the folder is
+then a sweep that `plastic sweep --resume` continues anywhere, training only the trials it lacks (docs/sweep.md,
+"Carrying a sweep to another machine").
 """
 
 from __future__ import annotations
@@ -33,6 +37,17 @@ def export_run(run: Path, runs_dir: Path) -> Path:
     for name in FILES:
         shutil.copy2(run / name, target / name)
     return target
+
+
+def sweep_manifest(sources: list[Path]) -> Path | None:
+    """The `sweep.json` of the one sweep that `sources` come from (each a sweep folder or its `runs/`), else None."""
+    manifests = set()
+    for source in sources:
+        found = [folder / "sweep.json" for folder in (source, source.parent) if (folder / "sweep.json").is_file()]
+        if not found:
+            return None
+        manifests.add(found[0].resolve())
+    return manifests.pop() if len(manifests) == 1 else None
 
 
 def write_scores(runs_dir: Path, path: Path) -> int:
@@ -114,6 +129,10 @@ def main() -> int:
         return 2
     for run in found:
         print(f"export: {run} -> {export_run(run, runs_dir)}")
+    manifest = sweep_manifest(args.sources)
+    if manifest is not None:
+        shutil.copy2(manifest, args.to / "sweep.json")
+        print(f"export: {manifest} -> {args.to / 'sweep.json'} (`plastic sweep --resume {args.to}` continues it)")
     print(f"export: {write_scores(runs_dir, args.to / 'scores.csv')} runs in {args.to / 'scores.csv'}")
     print(f"export: {write_runs_table(runs_dir, args.to / 'runs.md')} runs in {args.to / 'runs.md'}")
     report = [sys.executable, "-m", "plastic", "report", str(runs_dir), "--out", str(args.to / "report"),

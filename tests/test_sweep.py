@@ -58,7 +58,8 @@ FAKE_TRAINER = textwrap.dedent(
         with open(run_dir / "metrics.jsonl", "a") as file:
             file.write(json.dumps({"step": step, "time_s": 0.0}) + "\\n")
         (checkpoints / f"step_{step:09d}.pt").write_text(str(step))
-    result = {"env": "minatar:breakout", "method": method, "seed": int(seed), "steps": steps, "eval_mean": 1.0}
+    result = {"env": "minatar:breakout", "method": method, "seed": int(seed), "steps": steps, "eval_mean": 1.0,
+              "replay_ratio": 2}
     (run_dir / "result.json").write_text(json.dumps(result))
     """
 )
@@ -209,6 +210,38 @@ def test_sweep_runs_every_trial_and_a_rerun_recomputes_nothing(tmp_path, fake):
     run_sweep(Manifest.load(tmp_path / "sweep"), SweepOptions(**QUIET), command=fake, executor_factory=local())
     assert len(fake.launches()) == 4  # nothing launched again
     assert [path.stat().st_mtime_ns for path in results] == stamps  # nothing overwritten
+
+
+def test_a_sweep_exported_with_its_manifest_continues_elsewhere_training_only_the_missing_trials(tmp_path, fake):
+    import importlib.util
+    import shutil
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_results.py"
+    spec = importlib.util.spec_from_file_location("export_results", script)
+    export_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export_results)
+    sweep = tmp_path / "sweep"
+    # "flaky" fails its first attempt; with no retries the first machine finishes only base.
+    run_sweep(new_manifest(sweep, ["base", "flaky"], [0]), SweepOptions(retries=0, **QUIET), command=fake,
+              executor_factory=local())
+    exported = tmp_path / "results" / "wave"
+    for result in (sweep / "runs").rglob("result.json"):
+        export_results.export_run(result.parent, exported / "runs")
+    manifest = export_results.sweep_manifest([sweep / "runs"])
+    assert manifest == (sweep / MANIFEST_NAME).resolve()
+    shutil.copy2(manifest, exported / MANIFEST_NAME)
+    assert export_results.sweep_manifest([tmp_path / "results"]) is None  # not a sweep's folder
+
+    elsewhere = tmp_path / "another-machine" / "wave"
+    shutil.copytree(exported, elsewhere)
+    finished = elsewhere / "runs/minatar_breakout/base/rr2/seed0/result.json"
+    stamp = finished.stat().st_mtime_ns
+    run_sweep(Manifest.load(elsewhere), SweepOptions(**QUIET), command=fake, executor_factory=local())
+    first_machine, second_machine = fake.launches()[:2], fake.launches()[2:]
+    assert sorted(first_machine) == ["base/seed0 start", "flaky/seed0 start"]
+    assert second_machine == ["flaky/seed0 start"]
+    assert finished.stat().st_mtime_ns == stamp
+    assert Manifest.load(elsewhere).counts() == {"pending": 0, "running": 0, "finished": 2, "failed": 0}
 
 
 def test_interrupted_trials_resume_and_empty_starts_begin_again(tmp_path, fake):
