@@ -4,9 +4,9 @@ Builds the agent and filled buffer of `update_speed.py` (Atari-shaped data, batc
 `--compile on`), then profiles `--updates` updates and prints ms per update and share for: convolutions forward and
 backward, the head's matmuls forward and backward, elementwise kernels (inductor's fused kernels under compile;
 the noisy layers' W and its gradient among them), fused Adam, the EMA target, norms, the other operators and the
-time outside any operator (Python, the dispatcher); then the top
-operators by self time. One JSON line ends it (keys: `preset`, `compile`, `threads`, `update_ms`, and
-`<group>_ms` for every group). Shares are of the profiled time, which runs a little slower than an unprofiled update.
+time outside any operator (Python, the dispatcher); then the top operators by self time. One JSON line ends it (keys:
+`preset`, `compile`, `precision`, `threads`, `update_ms`, `profiled_ms`, and `<group>_ms` for every group, spaces as
+underscores). Shares are of the profiled time; the profiler slows an update by up to a quarter.
 
     python benchmarks/profile_update.py [--preset base] [--compile on|off] [--threads 2] [--updates 10] [--top 15]
 """
@@ -31,8 +31,9 @@ GROUPS = (
     ("ema", ("lerp",)),
     ("norms", ("linalg_vector_norm", "layer_norm", "aten::norm")),
     # Inductor's fused kernels run inside its compiled graphs, whose self time is theirs.
-    ("elementwise", ("CompiledFxGraph", "cpp_fused", "triton_", "aten::mul", "aten::add", "aten::addcmul", "aten::outer", "aten::relu",
-                     "threshold", "aten::where", "aten::clamp", "aten::sub", "aten::div", "aten::copy_")),
+    ("elementwise", ("CompiledFxGraph", "cpp_fused", "triton_", "aten::mul", "aten::add", "aten::addcmul",
+                     "aten::outer", "aten::relu", "threshold", "aten::where", "aten::clamp", "aten::sub", "aten::div",
+                     "aten::copy_")),
 )
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="operators listed by self time")
     args = parser.parse_args()
     if args.updates < 1:
-        raise SystemExit(f"profile_update.py: --updates must be at least 1, got {args.updates}")
+        parser.error(f"--updates must be at least 1, got {args.updates}")
     torch.set_num_threads(args.threads)
     from plastic.runtime import tune_allocator
 
@@ -64,7 +65,7 @@ def main() -> None:
         agent, buffer = build(args.preset, args.actions, args.fill, torch.device("cpu"), compile=args.compile,
                               precision=args.precision)
     except (KeyError, ValueError) as error:
-        raise SystemExit(f"profile_update.py: {error}") from None
+        parser.error(str(error).strip("'\""))
     for _ in range(5):
         agent.update(buffer, 0.5)
     started = time.perf_counter()
@@ -89,7 +90,7 @@ def main() -> None:
     print(f"{args.preset} ({'compiled' if args.compile == 'on' else 'eager'}, {args.precision}, {args.threads} "
           f"threads): {plain_ms:.2f} ms per update, {profiled_ms:.2f} under the profiler")
     for group, ms in sorted(groups.items(), key=lambda item: -item[1]):
-        print(f"  {group:>16}: {ms:6.2f} ms  {100 * ms / profiled_ms:5.1f}%")
+        print(f"  {group:>17}: {ms:6.2f} ms  {100 * ms / profiled_ms:5.1f}%")
     print(f"top {args.top} operators by self time (ms per update):")
     for event in sorted(events, key=lambda event: -event.self_cpu_time_total)[:args.top]:
         print(f"  {event.self_cpu_time_total / 1e3 / args.updates:6.2f}  {event.count // args.updates:4d} calls  "
