@@ -98,8 +98,8 @@ def test_bf16_passes_return_float32_log_probs_and_a_float32_projection():
         log_probs = agent.online(obs)
     assert log_probs.dtype == torch.float32
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(8, NUM_ACTIONS))
-    target = agent._target_pass(next_obs, reward, discount)
-    assert target.dtype == torch.float32
+    target, losses = agent._clean_pass(obs, action, reward, discount, next_obs)
+    assert target.dtype == torch.float32 and losses.dtype == torch.float32
     torch.testing.assert_close(target.sum(-1), torch.ones(8), rtol=0, atol=1e-6)
     assert agent._loss_pass(obs, action, target).dtype == torch.float32
 

@@ -152,14 +152,14 @@ def test_sam_update_computes_the_target_once_and_priorities_from_the_clean_pass(
     indices, clean_loss = reference_clean_loss(reference, reference_buffer, progress=0.5)
 
     target_calls, target_forwards, online_outputs = [], [], []
-    original = agent._target_pass  # what `update` calls: target_distribution, or its compiled form
+    original = agent._clean_pass  # what `update` calls: clean_pass, or its compiled form
 
-    def counting_target_distribution(*args):
+    def counting_clean_pass(*args):
         result = original(*args)
-        target_calls.append(result)
+        target_calls.append(result[0])
         return result
 
-    agent._target_pass = counting_target_distribution
+    agent._clean_pass = counting_clean_pass
     agent.target.register_forward_hook(lambda module, inputs, output: target_forwards.append(1))
     agent.online.register_forward_hook(lambda module, inputs, output: online_outputs.append(output.detach()))
     captured = capture_priorities(buffer)
@@ -402,6 +402,47 @@ def test_compiled_updates_match_eager_updates(tmp_path, monkeypatch):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
     slots = np.arange(len(buffers[0]))
     np.testing.assert_allclose(buffers[1].sum_tree.get(slots), buffers[0].sum_tree.get(slots), rtol=1e-4)
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile needs a C++ compiler")
+def test_the_compiled_tail_steps_adam_and_the_target_as_the_eager_calls_do_across_a_reset(tmp_path, monkeypatch):
+    """Without SAM the compiled update clips, steps Adam and moves the EMA target in one compiled call
+    (agents/fused_step.py). It must leave the same weights, targets and Adam state as the eager calls, also after a
+    reset cleared part of that state (which it then re-creates as torch.optim.Adam does), and keep the optimizer's
+    checkpoint format."""
+    from plastic.plasticity import reset_optimizer_state_
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch._dynamo.reset()
+    agents = [make_agent("plastic-dagger", f"compile={mode}") for mode in ("off", "on")]
+    assert agents[0]._compiled_tail is None and agents[1]._compiled_tail is not None
+    buffers = [filled_buffer(agent) for agent in agents]
+    for update in range(4):
+        if update == 2:
+            for agent in agents:
+                reset_optimizer_state_(agent.optimizer, agent.online.head.parameters())
+        metrics = [agent.update(buffer, 0.5) for agent, buffer in zip(agents, buffers)]
+        for key in ("losses/td_loss", "losses/grad_norm"):
+            assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5)
+    assert not agents[1]._compiled_tail.compiled.failed
+    eager, compiled = (agent.state_dict() for agent in agents)
+    for network in ("online", "target"):
+        for name, value in eager[network].items():
+            torch.testing.assert_close(compiled[network][name], value, rtol=1e-4, atol=1e-6, msg=name)
+    states = [agent.optimizer.state_dict()["state"] for agent in agents]
+    head_from = len(list(agents[0].online.backbone.parameters()))  # the state is indexed backbone group first
+    assert states[0].keys() == states[1].keys()
+    for index, state in states[0].items():
+        assert states[1][index].keys() == state.keys()
+        assert states[1][index]["step"].item() == state["step"].item() == (2 if index >= head_from else 4)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(states[1][index][key], state[key], rtol=1e-4, atol=1e-8)
+
+
+def test_the_compiled_tail_is_used_only_where_nothing_runs_between_clipping_adam_and_the_target_update():
+    assert make_agent("plastic", "compile=on")._compiled_tail is None  # SAM steps twice
+    assert make_agent("hare_tortoise", "compile=on")._compiled_tail is None  # acts after the step
+    assert make_agent("base", "compile=off")._compiled_tail is None
 
 
 def test_reduce_overhead_is_refused_where_there_are_no_cuda_graphs():

@@ -72,6 +72,11 @@ class Interventions:
         self._after.sort(key=lambda item: AFTER_STEP_ORDER.index(item[0]))
         self.needs_reference = "c_chain" in on
 
+    @property
+    def has_after_step(self) -> bool:
+        """Whether any switched-on intervention acts after the optimizer step."""
+        return bool(self._after)
+
     def penalty(self, reference: Any = None) -> torch.Tensor | float:
         """The sum of the loss terms (0.0 when none is on): add it to the loss of each SAM pass."""
         return sum((term(reference) for term in self._terms), 0.0)

@@ -89,18 +89,28 @@ class RainbowAgent:
         self.interventions = Interventions(self.online, intervention_sections(config), output_fn=self._mean_q_values)
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)
-        # The update's two passes, compiled when config.compile asks for it (agents/compiled.py); probes and acting
-        # use the eager methods (double backward and batch-1 calls stay out of the compiled graphs).
+        # The update's passes, compiled when config.compile asks for it (agents/compiled.py): the clean pass (target
+        # distribution and loss) and SAM's perturbed loss pass; probes and acting use the eager methods (double
+        # backward and batch-1 calls stay out of the compiled graphs).
         precision.check_supported(config.precision, device)
-        self._target_pass, self._loss_pass = (precision.mixed(fn, config.precision, device)
-                                              for fn in (self.target_distribution, self._per_sample_loss))
+        self._clean_pass, self._loss_pass = (precision.mixed(fn, config.precision, device)
+                                             for fn in (self.clean_pass, self._per_sample_loss))
+        self._compiled_tail = None
         if config.compile_enabled:
+            from plastic.agents import fused_step
             from plastic.agents.compiled import MaybeCompiled, check_mode
 
             check_mode(config.compile_mode, device)
             options = {"strict": config.compile == "on", "mode": config.compile_mode}
-            self._target_pass = MaybeCompiled(self._target_pass, **options)
+            self._clean_pass = MaybeCompiled(self._clean_pass, **options)
             self._loss_pass = MaybeCompiled(self._loss_pass, **options)
+            # Clipping, Adam and the EMA target compiled as one step (agents/fused_step.py) where nothing runs
+            # between them: no SAM, no after-step intervention, no CUDA graphs.
+            if (fused_step.supports(self.optimizer) and not self.interventions.has_after_step
+                    and config.compile_mode == "default"):
+                self._compiled_tail = fused_step.CompiledTail(
+                    self.optimizer, self.online, self.target, rainbow.target_tau, rainbow.max_grad_norm,
+                    self._eager_tail, strict=options["strict"])
 
     # ------------------------------------------------------------------ structure, for hooks
     def param_groups(self) -> list[dict]:
@@ -234,6 +244,12 @@ class RainbowAgent:
         with precision.full_precision(self.device):  # the C51 projection stays float32 under bf16
             return project_distribution(next_probs, reward, discount, self.atoms)
 
+    def clean_pass(self, obs, action, reward, discount, next_obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target distribution and the clean pass's per-sample losses. One function, so that compiled they are
+        one graph, in which the online network's noisy weights for this noise draw serve both of its passes."""
+        target_probs = self.target_distribution(next_obs, reward, discount)
+        return target_probs, self._per_sample_loss(obs, action, target_probs)
+
     def _per_sample_loss(self, obs, action, target_probs) -> torch.Tensor:
         log_probs = self.online(obs)[torch.arange(len(action), device=self.device), action]
         return -(target_probs * log_probs).sum(-1)
@@ -254,28 +270,40 @@ class RainbowAgent:
 
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)
-        target_probs = self._target_pass(next_obs, reward, discount)
+        target_probs, loss_per_sample = self._clean_pass(obs, action, reward, discount, next_obs)
 
         interventions = self.interventions
         reference = (self.probe_inputs(buffer.sample_uniform(rainbow.batch_size)) if interventions.needs_reference
                      else None)  # C-CHAIN's reference batch
-        loss_per_sample = self._loss_pass(obs, action, target_probs)
         loss = (weights * loss_per_sample).mean()
-        # Algorithm 1 lines 10-17 under SAM: the perturbed pass reuses the clean pass's target distribution; both
-        # passes carry the interventions' loss terms.
-        redraw = self.config.sam.noise == "independent"
-        grad_norm = sam_update(
-            self.optimizer, loss + interventions.penalty(reference),
-            lambda: (weights * self._loss_pass(obs, action, target_probs)).mean() + interventions.penalty(reference),
-            before_second_pass=(lambda: self.online.reset_noise(self.generator)) if redraw else None,
-            before_step=lambda: clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm))
-        interventions.after_step(self.optimizer, loss)
-        self.update_target()
+        if self._compiled_tail is not None:  # the same steps as below, the last three compiled as one
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss + interventions.penalty(reference)).backward()
+            grad_norm = self._compiled_tail()
+        else:
+            # Algorithm 1 lines 10-17 under SAM: the perturbed pass reuses the clean pass's target distribution;
+            # both passes carry the interventions' loss terms.
+            redraw = self.config.sam.noise == "independent"
+            grad_norm = sam_update(
+                self.optimizer, loss + interventions.penalty(reference),
+                lambda: (weights * self._loss_pass(obs, action, target_probs)).mean()
+                + interventions.penalty(reference),
+                before_second_pass=(lambda: self.online.reset_noise(self.generator)) if redraw else None,
+                before_step=lambda: clip_grad_norm(self.online.parameters(), rainbow.max_grad_norm))
+            interventions.after_step(self.optimizer, loss)
+            self.update_target()
         # The update's one device-to-host copy (PER needs the priorities on the host), the logged scalars with it.
         host = torch.cat([loss_per_sample.detach(), loss.detach()[None], grad_norm[None]]).cpu().numpy()
         buffer.update_priorities(batch.indices, host[:-2])
         self.updates += 1
         return {"losses/td_loss": float(host[-2]), "losses/grad_norm": float(host[-1]), **interventions.metrics()}
+
+    def _eager_tail(self) -> torch.Tensor:
+        """Clipping, the optimizer step and the EMA target as separate calls (the compiled tail's fallback)."""
+        grad_norm = clip_grad_norm(self.online.parameters(), self.rainbow.max_grad_norm)
+        self.optimizer.step()
+        self.update_target()
+        return grad_norm
 
     @torch.no_grad()
     def update_target(self) -> None:
