@@ -6,7 +6,8 @@ backward, the head's matmuls forward and backward, elementwise kernels (inductor
 the noisy layers' W and its gradient among them), fused Adam, the EMA target, norms, the other operators and the
 time outside any operator (Python, the dispatcher); then the top operators by self time. One JSON line ends it (keys:
 `preset`, `compile`, `precision`, `threads`, `update_ms`, `profiled_ms`, and `<group>_ms` for every group, spaces as
-underscores). Shares are of the profiled time; the profiler slows an update by up to a quarter.
+underscores). Shares are of the profiled time; the profiler slows an update by up to a quarter, and for compiled graphs
+it overstates inductor's kernels and cannot show a second thread's idle time: `sample_update.py` samples both.
 
     python benchmarks/profile_update.py [--preset base] [--compile on|off] [--threads 2] [--updates 10] [--top 15]
 """
