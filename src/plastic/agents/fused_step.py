@@ -52,8 +52,9 @@ def clip_adam_ema_(groups: list, targets: list[torch.Tensor], max_norm: float, o
 
 class CompiledTail:
     """`tail()`: clip the online network's gradients, step `optimizer` and update the EMA `target` network
-    (target <- tau * target + (1 - tau) * online) in one compiled call; returns the norm before clipping, as `clip_grad_norm` does. Falls back
-    to `eager_tail()` (the same three steps as separate library calls) when compilation fails and `strict` is off."""
+    (target <- tau * target + (1 - tau) * online) in one compiled call; returns the norm before clipping, as
+    `clip_grad_norm` does. Falls back to `eager_tail()` (the same three steps as separate library calls) when
+    compilation fails and `strict` is off."""
 
     def __init__(self, optimizer: torch.optim.Adam, online: torch.nn.Module, target: torch.nn.Module, tau: float,
                  max_norm: float, eager_tail, *, strict: bool):
