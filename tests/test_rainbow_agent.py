@@ -439,6 +439,7 @@ def test_the_compiled_tail_steps_adam_and_the_target_as_the_eager_calls_do_acros
             torch.testing.assert_close(states[1][index][key], state[key], rtol=1e-4, atol=1e-8)
 
 
+@pytest.mark.skipif(cpp_compiler() is None, reason="compile=on needs a C++ compiler")
 def test_the_compiled_tail_is_used_only_where_nothing_runs_between_clipping_adam_and_the_target_update():
     assert make_agent("plastic", "compile=on")._compiled_tail is None  # SAM steps twice
     assert make_agent("hare_tortoise", "compile=on")._compiled_tail is None  # acts after the step
