@@ -522,6 +522,27 @@ def test_augmenting_uint8_frames_equals_augmenting_their_float_values_with_the_s
     assert torch.equal(first.get_state(), second.get_state())
 
 
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile needs a C++ compiler")
+@pytest.mark.parametrize("shape", [(32, 4, 84, 84), (8, 4, 10, 10)])  # Atari's batch (vectorised) and a small one
+def test_the_compiled_float_conversion_of_augmented_frames_is_the_eager_one_bit_for_bit(shape, tmp_path, monkeypatch):
+    """Compiled, the update converts the shifted uint8 frames to floats, jitters their intensity and lays them out
+    channels_last in one pass: it must give exactly `augment_frames`' values (the golden traces depend on it)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch._dynamo.reset()
+    agent = make_agent("base", "compile=on", "rainbow.intensity_scale=0.05")
+    assert agent.rainbow.intensity_scale == 0.05 and agent.observation_high == 255.0
+    from plastic.agents.augment import augment_frames, shift_frames
+
+    frames = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    for seed in range(3):
+        first, second = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        compiled = agent._float_frames(*shift_frames(frames, 4, 0.05, first))
+        expected = augment_frames(frames, 4, 0.05, second)
+        assert torch.equal(compiled, expected) and compiled.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(first.get_state(), second.get_state())
+    assert not agent._float_frames.failed
+
+
 @pytest.mark.parametrize("scale", [1e-3, 10.0])  # within the bound (untouched) and clipped
 def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
     from plastic.agents.rainbow import clip_grad_norm

@@ -34,9 +34,28 @@ def augment(x: torch.Tensor, pad: int, intensity_scale: float, generator: torch.
     return intensity(x, intensity_scale, generator) if intensity_scale > 0 else x
 
 
+def shift_frames(frames: torch.Tensor, pad: int, intensity_scale: float,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The random half of `augment_frames`: the shifted uint8 frames and the intensity noise (None when the scale is
+    0), drawn in `augment`'s order."""
+    shifted = random_shift(frames, pad, generator)
+    if intensity_scale <= 0:
+        return shifted, None
+    return shifted, torch.randn((frames.shape[0], 1, 1, 1), generator=generator, device=generator.device)
+
+
+def frames_to_float(shifted: torch.Tensor, noise: torch.Tensor | None, intensity_scale: float, high: float,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """The deterministic half: float conversion, intensity jitter and the layout, one elementwise pass over the batch
+    when compiled (agents/rainbow.py compiles it with the update), bit for bit what the eager ops give."""
+    x = shifted.float() / high
+    if noise is not None:
+        x = x * (1.0 + intensity_scale * noise.clamp(-2.0, 2.0))
+    return x.contiguous(memory_format=memory_format)
+
+
 def augment_frames(frames: torch.Tensor, pad: int, intensity_scale: float, generator: torch.Generator,
                    high: float = 255.0) -> torch.Tensor:
     """`augment(frames / high)` for uint8 frames (`high`: the observation space's upper bound, 255 for pixels), bit
     for bit and with the same draws, but shifting the uint8 frames before the float conversion, which is cheaper."""
-    x = random_shift(frames, pad, generator).float().div_(high)
-    return intensity(x, intensity_scale, generator) if intensity_scale > 0 else x
+    return frames_to_float(*shift_frames(frames, pad, intensity_scale, generator), intensity_scale, high)

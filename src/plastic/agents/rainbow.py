@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from plastic.agents import precision
-from plastic.agents.augment import augment_frames
+from plastic.agents.augment import frames_to_float, shift_frames
 from plastic.agents.base import ema_update_, make_adam, submodule_state
 from plastic.agents.interventions import Interventions, ln_placement
 from plastic.agents.interventions import sections as intervention_sections
@@ -95,6 +95,7 @@ class RainbowAgent:
         precision.check_supported(config.precision, device)
         self._clean_pass, self._loss_pass = (precision.mixed(fn, config.precision, device)
                                              for fn in (self.clean_pass, self._per_sample_loss))
+        self._float_frames = self._augmented_floats
         self._compiled_tail = None
         if config.compile_enabled:
             from plastic.agents import fused_step
@@ -104,6 +105,7 @@ class RainbowAgent:
             options = {"strict": config.compile == "on", "mode": config.compile_mode}
             self._clean_pass = MaybeCompiled(self._clean_pass, **options)
             self._loss_pass = MaybeCompiled(self._loss_pass, **options)
+            self._float_frames = MaybeCompiled(self._float_frames, **options)  # ~2x the eager ops' speed, same bits
             # Clipping, Adam and the EMA target compiled as one step (agents/fused_step.py) where nothing runs
             # between them: no SAM, no after-step intervention, no CUDA graphs.
             if (fused_step.supports(self.optimizer) and not self.interventions.has_after_step
@@ -222,10 +224,10 @@ class RainbowAgent:
 
     # ------------------------------------------------------------------ learning
     def _batch_tensors(self, batch, augmentation: bool):
-        if augmentation:
-            obs, next_obs = (augment_frames(torch.as_tensor(frames, device=self.device), self.rainbow.shift_pad,
-                                            self.rainbow.intensity_scale, self.augmentation_generator,
-                                            self.observation_high).contiguous(memory_format=torch.channels_last)
+        if augmentation:  # the draws eagerly, in augment's order; the float conversion and jitter maybe compiled
+            obs, next_obs = (self._float_frames(*shift_frames(torch.as_tensor(frames, device=self.device),
+                                                              self.rainbow.shift_pad, self.rainbow.intensity_scale,
+                                                              self.augmentation_generator))
                              for frames in (batch.obs, batch.next_obs))
         else:
             obs, next_obs = self._obs_tensor(batch.obs), self._obs_tensor(batch.next_obs)
@@ -233,6 +235,10 @@ class RainbowAgent:
         reward = torch.as_tensor(batch.reward, device=self.device).float()
         discount = torch.as_tensor(batch.discount, device=self.device).float()
         return obs, action, reward, discount, next_obs
+
+    def _augmented_floats(self, shifted: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return frames_to_float(shifted, noise, self.rainbow.intensity_scale, self.observation_high,
+                               memory_format=torch.channels_last)
 
     @torch.no_grad()
     def target_distribution(self, next_obs: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor):
