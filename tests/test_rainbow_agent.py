@@ -526,7 +526,7 @@ def test_augmenting_uint8_frames_equals_augmenting_their_float_values_with_the_s
 @pytest.mark.parametrize("shape", [(32, 4, 84, 84), (8, 4, 10, 10)])  # Atari's batch (vectorised) and a small one
 def test_the_compiled_float_conversion_of_augmented_frames_is_the_eager_one_bit_for_bit(shape, tmp_path, monkeypatch):
     """Compiled, the update converts the shifted uint8 frames to floats, jitters their intensity and lays them out
-    channels_last in one pass: it must give exactly `augment_frames`' values (the golden traces depend on it)."""
+    channels_last in one pass: it must give exactly `augment_frames`' values, so that compiled and eager runs agree."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch._dynamo.reset()
     agent = make_agent("base", "compile=on", "rainbow.intensity_scale=0.05")
