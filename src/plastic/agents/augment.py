@@ -24,9 +24,18 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
     return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
 
 
+def intensity_noise(batch: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One N(0, 1) draw per sample, shaped to scale whole images."""
+    return torch.randn((batch, 1, 1, 1), generator=generator, device=generator.device, dtype=dtype)
+
+
+def jitter(x: torch.Tensor, noise: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * (1 + scale * clip(noise, -2, 2))."""
+    return x * (1.0 + scale * noise.clamp(-2.0, 2.0))
+
+
 def intensity(x: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
-    noise = torch.randn((x.shape[0], 1, 1, 1), generator=generator, device=generator.device, dtype=x.dtype)
-    return x * (1.0 + scale * noise.clamp_(-2.0, 2.0))
+    return jitter(x, intensity_noise(x.shape[0], generator, x.dtype), scale)
 
 
 def augment(x: torch.Tensor, pad: int, intensity_scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -41,7 +50,7 @@ def shift_frames(frames: torch.Tensor, pad: int, intensity_scale: float,
     shifted = random_shift(frames, pad, generator)
     if intensity_scale <= 0:
         return shifted, None
-    return shifted, torch.randn((frames.shape[0], 1, 1, 1), generator=generator, device=generator.device)
+    return shifted, intensity_noise(frames.shape[0], generator)
 
 
 def frames_to_float(shifted: torch.Tensor, noise: torch.Tensor | None, intensity_scale: float, high: float,
@@ -50,7 +59,7 @@ def frames_to_float(shifted: torch.Tensor, noise: torch.Tensor | None, intensity
     when compiled (agents/rainbow.py compiles it with the update), bit for bit what the eager ops give."""
     x = shifted.float() / high
     if noise is not None:
-        x = x * (1.0 + intensity_scale * noise.clamp(-2.0, 2.0))
+        x = jitter(x, noise, intensity_scale)
     return x.contiguous(memory_format=memory_format)
 
 
